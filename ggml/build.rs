@@ -62,7 +62,9 @@ fn locate_pinned_ggml(out_dir: &Path) -> PathBuf {
     if env::var_os("CARGO_NET_OFFLINE").is_some_and(|v| v == "true") {
         command.arg("--offline");
     }
-    let output = command.output().unwrap_or_else(|e| panic!("running cargo metadata: {e}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("running cargo metadata: {e}"));
     if !output.status.success() {
         panic!(
             "cargo metadata could not resolve {PINNED_CRATE} ={PINNED_VERSION} (the pinned ggml sources); \
@@ -79,7 +81,10 @@ fn locate_pinned_ggml(out_dir: &Path) -> PathBuf {
         .find(|p| p["name"] == PINNED_CRATE && p["version"] == PINNED_VERSION)
         .and_then(|p| p["manifest_path"].as_str())
         .unwrap_or_else(|| panic!("cargo metadata did not list {PINNED_CRATE} {PINNED_VERSION}"));
-    Path::new(manifest).parent().expect("manifest has a parent").join("llama.cpp/ggml")
+    Path::new(manifest)
+        .parent()
+        .expect("manifest has a parent")
+        .join("llama.cpp/ggml")
 }
 
 fn write_version_header(out_dir: &Path) {
@@ -135,12 +140,20 @@ fn compile(ggml: &Path, out_dir: &Path) {
         "x86_64" => {
             cpu_c.push(cpu.join("arch/x86/quants.c"));
             cpu_cpp.push(cpu.join("arch/x86/repack.cpp"));
-            arch_flags.push(if native { "-march=native" } else { "-march=x86-64-v3" });
+            arch_flags.push(if native {
+                "-march=native"
+            } else {
+                "-march=x86-64-v3"
+            });
         }
         "aarch64" => {
             cpu_c.push(cpu.join("arch/arm/quants.c"));
             cpu_cpp.push(cpu.join("arch/arm/repack.cpp"));
-            arch_flags.push(if native { "-mcpu=native" } else { "-march=armv8.2-a+dotprod+fp16" });
+            arch_flags.push(if native {
+                "-mcpu=native"
+            } else {
+                "-march=armv8.2-a+dotprod+fp16"
+            });
         }
         other => {
             println!("cargo:warning=ggml-sys: no SIMD kernels for {other}; using generic C code");
