@@ -1,0 +1,82 @@
+//! The key/value cache of a session: per layer, one F16 matrix of keys and one of values, each
+//! `[n_head_kv*head_dim, n_ctx]`, in one CPU buffer. Row `p` holds the token at position `p`.
+
+use ggml_sys::{Buffer, BufferKind, Context, GgmlError, Tensor, TensorType};
+
+use crate::models::Hyperparameters;
+
+/// Keys and values of every layer for up to `n_ctx` positions.
+pub struct KvCache {
+    // Buffer before context: dropped first.
+    buffer: Buffer,
+    context: Context,
+    n_ctx: usize,
+    n_layer: usize,
+}
+
+/// The cache's tensors for building one graph.
+pub struct KvTensors<'a> {
+    tensors: Vec<Tensor<'a>>,
+}
+
+impl<'a> KvTensors<'a> {
+    /// Keys of `layer`, F16 `[n_embd_kv, n_ctx]`.
+    pub fn keys(&self, layer: usize) -> Tensor<'a> {
+        self.tensors[2 * layer]
+    }
+
+    /// Values of `layer`, F16 `[n_embd_kv, n_ctx]`.
+    pub fn values(&self, layer: usize) -> Tensor<'a> {
+        self.tensors[2 * layer + 1]
+    }
+}
+
+impl KvCache {
+    /// Allocates a zeroed cache for `n_ctx` positions.
+    pub fn new(hp: &Hyperparameters, n_ctx: usize) -> Result<KvCache, GgmlError> {
+        let context = Context::new(2 * hp.n_layer, 0)?;
+        let width = hp.n_embd_kv() as i64;
+        for layer in 0..hp.n_layer {
+            context
+                .new_tensor(TensorType::F16, &[width, n_ctx as i64])
+                .set_name(&format!("cache_k_l{layer}"));
+            context
+                .new_tensor(TensorType::F16, &[width, n_ctx as i64])
+                .set_name(&format!("cache_v_l{layer}"));
+        }
+        let buffer = Buffer::allocate_context(&context, BufferKind::Cpu)?;
+        // Masked-out rows are still multiplied by zero weights: they must hold numbers, not NaN.
+        buffer.clear(0);
+        Ok(KvCache {
+            buffer,
+            context,
+            n_ctx,
+            n_layer: hp.n_layer,
+        })
+    }
+
+    /// The tensors, for one graph.
+    pub fn tensors(&self) -> KvTensors<'_> {
+        KvTensors {
+            tensors: self.context.tensors().collect(),
+        }
+    }
+
+    /// Positions the cache holds.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Bytes of memory.
+    pub fn size_bytes(&self) -> usize {
+        self.buffer.size()
+    }
+
+    /// An independent copy with the same content.
+    pub fn try_clone(&self, hp: &Hyperparameters) -> Result<KvCache, GgmlError> {
+        debug_assert_eq!(hp.n_layer, self.n_layer);
+        let copy = KvCache::new(hp, self.n_ctx)?;
+        copy.buffer.copy_from(&self.buffer)?;
+        Ok(copy)
+    }
+}

@@ -1,0 +1,539 @@
+//! Loading a model: the GGUF file, its tokenizer, its architecture and its weights.
+//!
+//! Weights are used in place from the memory-mapped file (zero copy), except the matrices that GGML's
+//! CPU backend can run faster in an interleaved layout ("repacking"): those are read from the file with
+//! positioned reads (so the mapping's pages for them are never touched and do not count as resident)
+//! and stored repacked in a `CPU_REPACK` buffer, as llama.cpp does.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ggml_sys::{Buffer, BufferKind, Context, Tensor, TensorType};
+
+use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
+use crate::models::{self, Architecture};
+use crate::session::{InferError, Session, SessionParams};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+/// Options for [`Model::load`].
+#[derive(Clone, Debug)]
+pub struct ModelParams {
+    /// Threads used by sessions that do not say otherwise.
+    pub n_threads: usize,
+    /// Store matrices in GGML's repacked layout where the CPU has kernels for it (faster, copies
+    /// those weights into memory instead of using them from the file mapping).
+    pub repack: bool,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams {
+            n_threads: default_thread_count(),
+            repack: true,
+        }
+    }
+}
+
+/// Physical cores are what matter for GGML; without a way to count them, use the logical count
+/// capped at 8 (more threads than memory bandwidth can feed only add contention).
+pub fn default_thread_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(4)
+        .min(8)
+}
+
+/// Errors while loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read or is not a valid GGUF file.
+    #[error("{path}: {source}")]
+    Gguf {
+        /// The model file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: GgufError,
+    },
+    /// The architecture named in `general.architecture` is not one lmrs runs.
+    #[error("{path}: unsupported architecture {architecture:?}; supported: {}", models::SUPPORTED.join(", "))]
+    UnsupportedArchitecture {
+        /// The model file.
+        path: PathBuf,
+        /// The architecture found.
+        architecture: String,
+    },
+    /// A required metadata key is missing or has the wrong type.
+    #[error("metadata key {key:?} is missing or not {expected}")]
+    MissingMetadata {
+        /// The key.
+        key: String,
+        /// The expected type.
+        expected: &'static str,
+    },
+    /// A hyperparameter has a value lmrs cannot use.
+    #[error("hyperparameter {key} = {value} is invalid: {reason}")]
+    InvalidHyperparameter {
+        /// The metadata key.
+        key: String,
+        /// Its value.
+        value: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// A weight tensor the architecture needs is missing.
+    #[error("tensor {name:?} is missing")]
+    MissingTensor {
+        /// The tensor name.
+        name: String,
+    },
+    /// A weight tensor has the wrong shape.
+    #[error("tensor {name:?} has shape {actual:?}, expected {expected:?}")]
+    WrongShape {
+        /// The tensor name.
+        name: String,
+        /// Shape in the file.
+        actual: Vec<u64>,
+        /// Shape the hyperparameters imply.
+        expected: Vec<u64>,
+    },
+    /// A weight tensor has a type GGML cannot use for this role.
+    #[error("tensor {name:?} has type {tensor_type} which cannot be used here")]
+    UnsupportedTensorType {
+        /// The tensor name.
+        name: String,
+        /// The type's name.
+        tensor_type: &'static str,
+    },
+    /// The tokenizer described by the metadata could not be built.
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] TokenizerError),
+    /// GGML could not allocate memory for the weights.
+    #[error("GGML: {0}")]
+    Ggml(#[from] ggml_sys::GgmlError),
+    /// Reading weights from the file failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The model file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Facts about a loaded model, for `lmrs info` and logs.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// `general.architecture`.
+    pub architecture: String,
+    /// `general.name`, if present.
+    pub name: Option<String>,
+    /// Path of the file.
+    pub path: PathBuf,
+    /// File size in bytes.
+    pub file_size: u64,
+    /// Number of parameters (elements of all tensors).
+    pub n_params: u64,
+    /// Context length the model was trained with.
+    pub n_ctx_train: usize,
+    /// Embedding width.
+    pub n_embd: usize,
+    /// Number of layers.
+    pub n_layer: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+    /// Width of a head.
+    pub head_dim: usize,
+    /// Vocabulary size.
+    pub n_vocab: usize,
+    /// Tensor counts per type name, sorted by name.
+    pub tensor_types: Vec<(String, usize)>,
+    /// Bytes of weights stored repacked in memory (the rest is used from the file mapping).
+    pub repacked_bytes: u64,
+}
+
+/// Index of a weight tensor in a model's [`Weights`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightId(usize);
+
+/// The weight tensors of a model: metadata in GGML contexts, data in the file mapping or in a
+/// repacked buffer.
+pub struct Weights {
+    // Field order matters for drop order: buffers reference tensors and memory of the others.
+    _mapped_buffer: Option<Buffer>,
+    _repacked_buffer: Option<Buffer>,
+    mapped: Context,
+    repacked: Context,
+    /// For each WeightId: (is_repacked, position in its context).
+    slots: Vec<(bool, usize)>,
+    names: Vec<String>,
+    repacked_bytes: u64,
+}
+
+/// The weight tensors of a model as GGML tensors, for building one graph.
+pub struct WeightTensors<'a> {
+    tensors: Vec<Tensor<'a>>,
+}
+
+impl<'a> WeightTensors<'a> {
+    /// The tensor bound to `id`.
+    pub fn get(&self, id: WeightId) -> Tensor<'a> {
+        self.tensors[id.0]
+    }
+}
+
+impl Weights {
+    /// All weights as tensors, indexed by [`WeightId`].
+    pub fn tensors(&self) -> WeightTensors<'_> {
+        let mapped: Vec<Tensor<'_>> = self.mapped.tensors().collect();
+        let repacked: Vec<Tensor<'_>> = self.repacked.tensors().collect();
+        let tensors = self
+            .slots
+            .iter()
+            .map(|&(is_repacked, index)| {
+                if is_repacked {
+                    repacked[index]
+                } else {
+                    mapped[index]
+                }
+            })
+            .collect();
+        WeightTensors { tensors }
+    }
+
+    /// Name of the tensor bound to `id`.
+    pub fn name(&self, id: WeightId) -> &str {
+        &self.names[id.0]
+    }
+}
+
+/// How a weight tensor is used, which decides where it may live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightUse {
+    /// The left operand of matrix multiplications (may be repacked).
+    Matrix,
+    /// Rows are looked up (token embeddings); also used as a matrix when the output is tied.
+    Embedding,
+    /// Norm weights and biases: added or multiplied element-wise; must be F32.
+    Vector,
+}
+
+/// Collects the weights an architecture asks for, checking names, shapes and types.
+pub struct WeightBinder<'f> {
+    file: &'f GgufFile,
+    requests: Vec<(TensorInfo, WeightUse)>,
+}
+
+impl<'f> WeightBinder<'f> {
+    fn new(file: &'f GgufFile) -> Self {
+        WeightBinder {
+            file,
+            requests: Vec::new(),
+        }
+    }
+
+    /// The GGUF file being loaded.
+    pub fn file(&self) -> &'f GgufFile {
+        self.file
+    }
+
+    /// Binds the tensor `name`, which must have exactly `dims` (`ne[0]` first).
+    pub fn require(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        usage: WeightUse,
+    ) -> Result<WeightId, LoadError> {
+        self.optional(name, dims, usage)?
+            .ok_or_else(|| LoadError::MissingTensor {
+                name: name.to_string(),
+            })
+    }
+
+    /// Binds the tensor `name` if the file has it.
+    pub fn optional(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        usage: WeightUse,
+    ) -> Result<Option<WeightId>, LoadError> {
+        let Some(info) = self.file.tensor(name) else {
+            return Ok(None);
+        };
+        let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+        let mut actual = info.dims.clone();
+        while actual.len() > expected.len() && actual.last() == Some(&1) {
+            actual.pop();
+        }
+        if actual != expected {
+            return Err(LoadError::WrongShape {
+                name: name.to_string(),
+                actual: info.dims.clone(),
+                expected,
+            });
+        }
+        let type_ok = match usage {
+            WeightUse::Vector => info.ggml_type == GgmlType::F32,
+            WeightUse::Matrix | WeightUse::Embedding => !matches!(
+                info.ggml_type,
+                GgmlType::I8
+                    | GgmlType::I16
+                    | GgmlType::I32
+                    | GgmlType::I64
+                    | GgmlType::F64
+                    | GgmlType::Q8_1
+                    | GgmlType::Q8_K
+            ),
+        };
+        if !type_ok {
+            return Err(LoadError::UnsupportedTensorType {
+                name: name.to_string(),
+                tensor_type: info.ggml_type.name(),
+            });
+        }
+        if let Some(position) = self.requests.iter().position(|(r, _)| r.name == name) {
+            // Bound twice (e.g. tied embeddings): an embedding that is also a matrix stays mapped.
+            if usage != self.requests[position].1 {
+                self.requests[position].1 = WeightUse::Embedding;
+            }
+            return Ok(Some(WeightId(position)));
+        }
+        self.requests.push((info.clone(), usage));
+        Ok(Some(WeightId(self.requests.len() - 1)))
+    }
+
+    /// Creates the GGML tensors and gives them memory: file mapping or repacked buffer.
+    fn finish(self, path: &Path, repack: bool) -> Result<Weights, LoadError> {
+        let n = self.requests.len();
+        let mapped = Context::new(n, 0)?;
+        let repacked = Context::new(n, 0)?;
+        let mut slots = Vec::with_capacity(n);
+        let mut names = Vec::with_capacity(n);
+        let (mut n_mapped, mut n_repacked) = (0usize, 0usize);
+        let mut mapped_infos = Vec::new();
+        let mut repacked_infos = Vec::new();
+        for (info, usage) in &self.requests {
+            let dims: Vec<i64> = info.dims.iter().map(|&d| d as i64).collect();
+            let tensor_type = TensorType(info.ggml_type.id());
+            let repackable = repack
+                && *usage == WeightUse::Matrix
+                && dims.len() == 2
+                && ggml_sys::repack_supported(tensor_type, [dims[0], dims[1]]);
+            let context = if repackable { &repacked } else { &mapped };
+            context.new_tensor(tensor_type, &dims).set_name(&info.name);
+            if repackable {
+                slots.push((true, n_repacked));
+                n_repacked += 1;
+                repacked_infos.push(info);
+            } else {
+                slots.push((false, n_mapped));
+                n_mapped += 1;
+                mapped_infos.push(info);
+            }
+            names.push(info.name.clone());
+        }
+
+        // Mapped weights: a host buffer over the whole file, each tensor at its file offset.
+        let bytes = self.file.bytes();
+        let mapped_buffer = if n_mapped > 0 {
+            // SAFETY: `bytes` is the file mapping owned by the `GgufFile`, which the `Model` keeps
+            // alive (and unmodified, per the mapping's own contract) for as long as these weights.
+            let buffer = unsafe { Buffer::from_host_memory(bytes.as_ptr(), bytes.len()) }?;
+            for (tensor, info) in mapped.tensors().zip(&mapped_infos) {
+                tensor.place_in(&buffer, info.offset as usize)?;
+            }
+            Some(buffer)
+        } else {
+            None
+        };
+
+        // Repacked weights: read with positioned reads, converted by the buffer's set_tensor.
+        let mut repacked_bytes = 0;
+        let repacked_buffer = if n_repacked > 0 {
+            let buffer = Buffer::allocate_context(&repacked, BufferKind::Repack)?;
+            let file = std::fs::File::open(path).map_err(|source| LoadError::Io {
+                path: path.into(),
+                source,
+            })?;
+            let mut scratch = Vec::new();
+            for (tensor, info) in repacked.tensors().zip(&repacked_infos) {
+                scratch.resize(info.size as usize, 0);
+                read_exact_at(&file, &mut scratch, info.offset, bytes).map_err(|source| {
+                    LoadError::Io {
+                        path: path.into(),
+                        source,
+                    }
+                })?;
+                tensor.set_data(&scratch)?;
+                repacked_bytes += info.size;
+            }
+            Some(buffer)
+        } else {
+            None
+        };
+        Ok(Weights {
+            _mapped_buffer: mapped_buffer,
+            _repacked_buffer: repacked_buffer,
+            mapped,
+            repacked,
+            slots,
+            names,
+            repacked_bytes,
+        })
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(
+    file: &std::fs::File,
+    out: &mut [u8],
+    offset: u64,
+    _mapping: &[u8],
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(out, offset)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(
+    _file: &std::fs::File,
+    out: &mut [u8],
+    offset: u64,
+    mapping: &[u8],
+) -> std::io::Result<()> {
+    let start = offset as usize;
+    out.copy_from_slice(&mapping[start..start + out.len()]);
+    Ok(())
+}
+
+/// A loaded model: immutable, `Send + Sync`, shared between sessions as `Arc<Model>`.
+pub struct Model {
+    // Drop order: the architecture and weights reference the file mapping, which goes last.
+    architecture: Box<dyn Architecture>,
+    weights: Weights,
+    tokenizer: Tokenizer,
+    info: ModelInfo,
+    params: ModelParams,
+    _file: Arc<GgufFile>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Loads the GGUF model at `path`.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use lmrs::{InferenceFeedback, InferenceParameters, Model, ModelParams, SessionParams};
+    ///
+    /// let model = Arc::new(Model::load("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", ModelParams::default())?);
+    /// let mut session = model.create_session(SessionParams::default())?;
+    /// let params = InferenceParameters::default().with_top_p(0.95).with_top_k(40);
+    /// session.infer("def fibonacci(n):", 32, &params, |token| {
+    ///     print!("{}", token.text);
+    ///     InferenceFeedback::Continue
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load(path: impl AsRef<Path>, params: ModelParams) -> Result<Model, LoadError> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path).map_err(|source| LoadError::Gguf {
+            path: path.into(),
+            source,
+        })?;
+        let architecture_name = file
+            .get_str("general.architecture")
+            .unwrap_or("")
+            .to_string();
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let mut binder = WeightBinder::new(&file);
+        let architecture = models::load(&architecture_name, &mut binder).map_err(|e| match e {
+            LoadError::UnsupportedArchitecture { architecture, .. } => {
+                LoadError::UnsupportedArchitecture {
+                    path: path.into(),
+                    architecture,
+                }
+            }
+            other => other,
+        })?;
+        let weights = binder.finish(path, params.repack)?;
+        let hp = architecture.hyperparameters();
+        let mut type_counts: HashMap<&'static str, usize> = HashMap::new();
+        for info in file.tensors() {
+            *type_counts.entry(info.ggml_type.name()).or_default() += 1;
+        }
+        let mut tensor_types: Vec<(String, usize)> = type_counts
+            .into_iter()
+            .map(|(name, count)| (name.to_string(), count))
+            .collect();
+        tensor_types.sort();
+        let info = ModelInfo {
+            architecture: architecture_name,
+            name: file.get_str("general.name").map(str::to_string),
+            path: path.to_path_buf(),
+            file_size: file.bytes().len() as u64,
+            n_params: file.tensors().iter().map(|t| t.n_elements()).sum(),
+            n_ctx_train: hp.n_ctx_train,
+            n_embd: hp.n_embd,
+            n_layer: hp.n_layer,
+            n_head: hp.n_head,
+            n_head_kv: hp.n_head_kv,
+            head_dim: hp.head_dim,
+            n_vocab: hp.n_vocab,
+            tensor_types,
+            repacked_bytes: weights.repacked_bytes,
+        };
+        tracing::info!(
+            architecture = %info.architecture,
+            layers = info.n_layer,
+            repacked_mb = info.repacked_bytes / (1 << 20),
+            "model loaded"
+        );
+        Ok(Model {
+            architecture,
+            weights,
+            tokenizer,
+            info,
+            params,
+            _file: Arc::new(file),
+        })
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Facts about the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The parameters it was loaded with.
+    pub fn params(&self) -> &ModelParams {
+        &self.params
+    }
+
+    pub(crate) fn architecture(&self) -> &dyn Architecture {
+        self.architecture.as_ref()
+    }
+
+    pub(crate) fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// Starts a session (its own KV cache and compute buffers) on this model.
+    pub fn create_session(self: &Arc<Self>, params: SessionParams) -> Result<Session, InferError> {
+        Session::new(Arc::clone(self), params)
+    }
+}

@@ -1,0 +1,364 @@
+//! Building blocks shared by the decoder-only architectures: RMS norm, linear layers, rotary
+//! embeddings, attention over the KV cache, and the gated feed-forward network.
+//!
+//! Shapes are written GGML-style, fastest dimension first: `[n_embd, n_tokens]` is `n_tokens` rows of
+//! `n_embd` floats.
+
+use ggml_sys::{Context, Graph, RopeParams, Tensor};
+
+use crate::gguf::GgufFile;
+use crate::kv_cache::KvTensors;
+use crate::model::{LoadError, WeightBinder, WeightId, WeightTensors, WeightUse};
+use crate::models::{read_f32_or, read_size, BatchInputs, Hyperparameters};
+
+/// Weights of one transformer layer. Biases are optional (Qwen2 has them on q, k and v).
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    /// RMS-norm weight before attention, `[n_embd]`.
+    pub attn_norm: WeightId,
+    /// Query projection `[n_embd, n_head*head_dim]` and optional bias.
+    pub wq: WeightId,
+    /// Query bias.
+    pub bq: Option<WeightId>,
+    /// Key projection `[n_embd, n_head_kv*head_dim]`.
+    pub wk: WeightId,
+    /// Key bias.
+    pub bk: Option<WeightId>,
+    /// Value projection `[n_embd, n_head_kv*head_dim]`.
+    pub wv: WeightId,
+    /// Value bias.
+    pub bv: Option<WeightId>,
+    /// Attention output projection `[n_head*head_dim, n_embd]`.
+    pub wo: WeightId,
+    /// Output bias.
+    pub bo: Option<WeightId>,
+    /// RMS-norm weight before the feed-forward network, `[n_embd]`.
+    pub ffn_norm: WeightId,
+    /// Gate projection `[n_embd, n_ff]`.
+    pub ffn_gate: WeightId,
+    /// Up projection `[n_embd, n_ff]`.
+    pub ffn_up: WeightId,
+    /// Down projection `[n_ff, n_embd]`.
+    pub ffn_down: WeightId,
+}
+
+/// Everything a llama-style decoder needs besides its weights.
+#[derive(Clone, Debug)]
+pub struct DecoderConfig {
+    /// Sizes.
+    pub hp: Hyperparameters,
+    /// Epsilon of the RMS norms.
+    pub rms_eps: f32,
+    /// Rotary embedding parameters.
+    pub rope: RopeParams,
+}
+
+/// Weights of a llama-style decoder.
+#[derive(Clone, Debug)]
+pub struct DecoderWeights {
+    /// Token embeddings `[n_embd, n_vocab]`.
+    pub token_embd: WeightId,
+    /// Layers, first to last.
+    pub layers: Vec<LayerWeights>,
+    /// Final RMS-norm weight `[n_embd]`.
+    pub output_norm: WeightId,
+    /// Output projection `[n_embd, n_vocab]` (the token embeddings when tied).
+    pub output: WeightId,
+}
+
+/// Reads the hyperparameters every llama-style GGUF has under `{arch}.`.
+pub fn read_decoder_config(
+    file: &GgufFile,
+    arch: &str,
+    rope_mode: i32,
+) -> Result<DecoderConfig, LoadError> {
+    let n_embd = read_size(file, arch, "embedding_length")?;
+    let n_layer = read_size(file, arch, "block_count")?;
+    let n_head = read_size(file, arch, "attention.head_count")?;
+    let n_head_kv = match file.get(&format!("{arch}.attention.head_count_kv")) {
+        Some(_) => read_size(file, arch, "attention.head_count_kv")?,
+        None => n_head,
+    };
+    let n_ff = read_size(file, arch, "feed_forward_length")?;
+    let n_ctx_train = read_size(file, arch, "context_length")?;
+    let head_dim = match file.get(&format!("{arch}.attention.key_length")) {
+        Some(_) => read_size(file, arch, "attention.key_length")?,
+        None => n_embd / n_head,
+    };
+    if n_head % n_head_kv != 0 {
+        return Err(LoadError::InvalidHyperparameter {
+            key: format!("{arch}.attention.head_count_kv"),
+            value: n_head_kv.to_string(),
+            reason: format!("must divide the head count {n_head}"),
+        });
+    }
+    if head_dim % 2 != 0 || head_dim * n_head == 0 {
+        return Err(LoadError::InvalidHyperparameter {
+            key: format!("{arch}.attention.key_length"),
+            value: head_dim.to_string(),
+            reason: "heads must have an even, non-zero width".into(),
+        });
+    }
+    let n_vocab = file
+        .tensor("token_embd.weight")
+        .map(|t| t.dim(1) as usize)
+        .ok_or(LoadError::MissingTensor {
+            name: "token_embd.weight".into(),
+        })?;
+    let rope_dims = match file.get(&format!("{arch}.rope.dimension_count")) {
+        Some(_) => read_size(file, arch, "rope.dimension_count")?,
+        None => head_dim,
+    };
+    if rope_dims > head_dim || rope_dims % 2 != 0 {
+        return Err(LoadError::InvalidHyperparameter {
+            key: format!("{arch}.rope.dimension_count"),
+            value: rope_dims.to_string(),
+            reason: format!("must be even and at most the head width {head_dim}"),
+        });
+    }
+    let freq_base = read_f32_or(file, arch, "rope.freq_base", 10_000.0)?;
+    let mut freq_scale = 1.0;
+    match file.get_str(&format!("{arch}.rope.scaling.type")) {
+        None | Some("none") => {}
+        Some("linear") => {
+            let factor = read_f32_or(file, arch, "rope.scaling.factor", 1.0)?;
+            if factor > 0.0 {
+                freq_scale = 1.0 / factor;
+            }
+        }
+        Some(other) => {
+            return Err(LoadError::InvalidHyperparameter {
+                key: format!("{arch}.rope.scaling.type"),
+                value: other.to_string(),
+                reason: "only linear RoPE scaling is supported".into(),
+            })
+        }
+    }
+    let rms_eps = read_f32_or(file, arch, "attention.layer_norm_rms_epsilon", 1e-5)?;
+    let hp = Hyperparameters {
+        n_vocab,
+        n_ctx_train,
+        n_embd,
+        n_layer,
+        n_head,
+        n_head_kv,
+        head_dim,
+        n_ff,
+    };
+    let rope = RopeParams {
+        n_dims: rope_dims as i32,
+        mode: rope_mode,
+        n_ctx_orig: n_ctx_train as i32,
+        freq_base,
+        freq_scale,
+        ext_factor: 0.0,
+        attn_factor: 1.0,
+        beta_fast: 32.0,
+        beta_slow: 1.0,
+    };
+    Ok(DecoderConfig { hp, rms_eps, rope })
+}
+
+/// Binds the weights of a llama-style decoder by their GGUF names. `biases` binds q/k/v/o biases when
+/// present.
+pub fn bind_decoder_weights(
+    binder: &mut WeightBinder<'_>,
+    hp: &Hyperparameters,
+) -> Result<DecoderWeights, LoadError> {
+    let (n_embd, n_ff, n_vocab) = (hp.n_embd, hp.n_ff, hp.n_vocab);
+    let n_q = hp.n_head * hp.head_dim;
+    let n_kv = hp.n_embd_kv();
+    let token_embd = binder.require(
+        "token_embd.weight",
+        &[n_embd, n_vocab],
+        WeightUse::Embedding,
+    )?;
+    let mut layers = Vec::with_capacity(hp.n_layer);
+    for i in 0..hp.n_layer {
+        let name = |suffix: &str| format!("blk.{i}.{suffix}");
+        layers.push(LayerWeights {
+            attn_norm: binder.require(&name("attn_norm.weight"), &[n_embd], WeightUse::Vector)?,
+            wq: binder.require(&name("attn_q.weight"), &[n_embd, n_q], WeightUse::Matrix)?,
+            bq: binder.optional(&name("attn_q.bias"), &[n_q], WeightUse::Vector)?,
+            wk: binder.require(&name("attn_k.weight"), &[n_embd, n_kv], WeightUse::Matrix)?,
+            bk: binder.optional(&name("attn_k.bias"), &[n_kv], WeightUse::Vector)?,
+            wv: binder.require(&name("attn_v.weight"), &[n_embd, n_kv], WeightUse::Matrix)?,
+            bv: binder.optional(&name("attn_v.bias"), &[n_kv], WeightUse::Vector)?,
+            wo: binder.require(
+                &name("attn_output.weight"),
+                &[n_q, n_embd],
+                WeightUse::Matrix,
+            )?,
+            bo: binder.optional(&name("attn_output.bias"), &[n_embd], WeightUse::Vector)?,
+            ffn_norm: binder.require(&name("ffn_norm.weight"), &[n_embd], WeightUse::Vector)?,
+            ffn_gate: binder.require(
+                &name("ffn_gate.weight"),
+                &[n_embd, n_ff],
+                WeightUse::Matrix,
+            )?,
+            ffn_up: binder.require(&name("ffn_up.weight"), &[n_embd, n_ff], WeightUse::Matrix)?,
+            ffn_down: binder.require(
+                &name("ffn_down.weight"),
+                &[n_ff, n_embd],
+                WeightUse::Matrix,
+            )?,
+        });
+    }
+    let output_norm = binder.require("output_norm.weight", &[n_embd], WeightUse::Vector)?;
+    let output = match binder.optional("output.weight", &[n_embd, n_vocab], WeightUse::Matrix)? {
+        Some(output) => output,
+        // Tied embeddings: the output projection is the embedding matrix.
+        None => binder.require(
+            "token_embd.weight",
+            &[n_embd, n_vocab],
+            WeightUse::Embedding,
+        )?,
+    };
+    Ok(DecoderWeights {
+        token_embd,
+        layers,
+        output_norm,
+        output,
+    })
+}
+
+/// `x / rms(x) * weight` over the embedding dimension.
+pub fn rms_norm<'a>(ctx: &'a Context, x: Tensor<'a>, weight: Tensor<'a>, eps: f32) -> Tensor<'a> {
+    let normalized = ctx.rms_norm(x, eps);
+    ctx.mul(normalized, weight)
+}
+
+/// `weight @ x (+ bias)`: `[n_in, n_tokens]` to `[n_out, n_tokens]`.
+pub fn linear<'a>(
+    ctx: &'a Context,
+    weight: Tensor<'a>,
+    x: Tensor<'a>,
+    bias: Option<Tensor<'a>>,
+) -> Tensor<'a> {
+    let product = ctx.mul_mat(weight, x);
+    match bias {
+        Some(bias) => ctx.add(product, bias),
+        None => product,
+    }
+}
+
+/// The gated feed-forward network: `down @ (silu(gate @ x) * (up @ x))`.
+pub fn swiglu_ffn<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    gate: Tensor<'a>,
+    up: Tensor<'a>,
+    down: Tensor<'a>,
+) -> Tensor<'a> {
+    let gated = ctx.mul_mat(gate, x); // [n_ff, n_tokens]
+    let lifted = ctx.mul_mat(up, x); // [n_ff, n_tokens]
+    let activated = ctx.swiglu_split(gated, lifted); // [n_ff, n_tokens]
+    ctx.mul_mat(down, activated) // [n_embd, n_tokens]
+}
+
+/// Self-attention of the batch over the KV cache of layer `layer`.
+///
+/// `q` is `[head_dim, n_head, n_tokens]`, `k` `[head_dim, n_head_kv, n_tokens]` (both before RoPE),
+/// `v` `[n_head_kv*head_dim, n_tokens]`. Writes the batch's keys and values into the cache at rows
+/// `n_past..n_past+n_tokens`, then attends over rows `0..n_kv`. Returns `[n_head*head_dim, n_tokens]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention<'a>(
+    ctx: &'a Context,
+    graph: &mut Graph<'a>,
+    cfg: &DecoderConfig,
+    cache: &KvTensors<'a>,
+    layer: usize,
+    batch: &BatchInputs<'a>,
+    q: Tensor<'a>,
+    k: Tensor<'a>,
+    v: Tensor<'a>,
+) -> Tensor<'a> {
+    let hp = &cfg.hp;
+    let (n_tokens, n_past, n_kv) = (batch.n_tokens as i64, batch.n_past, batch.n_kv() as i64);
+    let (head_dim, n_head_kv, n_embd_kv) = (
+        hp.head_dim as i64,
+        hp.n_head_kv as i64,
+        hp.n_embd_kv() as i64,
+    );
+
+    // Rotate queries and keys by their positions.
+    let q = ctx.rope_ext(q, batch.positions, &cfg.rope); // [head_dim, n_head, n_tokens]
+    let k = ctx.rope_ext(k, batch.positions, &cfg.rope); // [head_dim, n_head_kv, n_tokens]
+
+    // Append this batch's keys and values to the cache (F32 -> F16 copies into cache rows).
+    let (k_cache, v_cache) = (cache.keys(layer), cache.values(layer)); // [n_embd_kv, n_ctx] each
+    let row_bytes = k_cache.nb()[1];
+    let k_rows = ctx.view_2d(k_cache, n_embd_kv, n_tokens, row_bytes, n_past * row_bytes);
+    let v_rows = ctx.view_2d(v_cache, n_embd_kv, n_tokens, row_bytes, n_past * row_bytes);
+    graph.build_forward(ctx.cpy(ctx.reshape_2d(k, n_embd_kv, n_tokens), k_rows));
+    graph.build_forward(ctx.cpy(v, v_rows));
+
+    // View the cached rows per head: [head_dim, n_kv, n_head_kv].
+    let element_bytes = k_cache.nb()[0];
+    let head_bytes = element_bytes * head_dim as usize;
+    let keys = ctx.permute(
+        ctx.view_3d(k_cache, head_dim, n_head_kv, n_kv, head_bytes, row_bytes, 0),
+        [0, 2, 1, 3],
+    );
+    let values = ctx.permute(
+        ctx.view_3d(v_cache, head_dim, n_head_kv, n_kv, head_bytes, row_bytes, 0),
+        [0, 2, 1, 3],
+    );
+
+    // softmax(q k^T / sqrt(d) + mask) v, fused; result [head_dim, n_head, n_tokens].
+    let queries = ctx.permute(q, [0, 2, 1, 3]); // [head_dim, n_tokens, n_head]
+    let scale = 1.0 / (hp.head_dim as f32).sqrt();
+    let attended = ctx.flash_attn_ext(queries, keys, values, batch.mask, scale);
+    ctx.reshape_2d(attended, head_dim * hp.n_head as i64, n_tokens)
+}
+
+/// Convenience: the weights of `layer` as tensors.
+pub struct LayerTensors<'a> {
+    /// See [`LayerWeights`].
+    pub attn_norm: Tensor<'a>,
+    /// Query projection.
+    pub wq: Tensor<'a>,
+    /// Query bias.
+    pub bq: Option<Tensor<'a>>,
+    /// Key projection.
+    pub wk: Tensor<'a>,
+    /// Key bias.
+    pub bk: Option<Tensor<'a>>,
+    /// Value projection.
+    pub wv: Tensor<'a>,
+    /// Value bias.
+    pub bv: Option<Tensor<'a>>,
+    /// Output projection.
+    pub wo: Tensor<'a>,
+    /// Output bias.
+    pub bo: Option<Tensor<'a>>,
+    /// Norm before the FFN.
+    pub ffn_norm: Tensor<'a>,
+    /// Gate projection.
+    pub ffn_gate: Tensor<'a>,
+    /// Up projection.
+    pub ffn_up: Tensor<'a>,
+    /// Down projection.
+    pub ffn_down: Tensor<'a>,
+}
+
+impl LayerWeights {
+    /// Resolves the ids to tensors of one graph.
+    pub fn tensors<'a>(&self, w: &WeightTensors<'a>) -> LayerTensors<'a> {
+        LayerTensors {
+            attn_norm: w.get(self.attn_norm),
+            wq: w.get(self.wq),
+            bq: self.bq.map(|id| w.get(id)),
+            wk: w.get(self.wk),
+            bk: self.bk.map(|id| w.get(id)),
+            wv: w.get(self.wv),
+            bv: self.bv.map(|id| w.get(id)),
+            wo: w.get(self.wo),
+            bo: self.bo.map(|id| w.get(id)),
+            ffn_norm: w.get(self.ffn_norm),
+            ffn_gate: w.get(self.ffn_gate),
+            ffn_up: w.get(self.ffn_up),
+            ffn_down: w.get(self.ffn_down),
+        }
+    }
+}
