@@ -224,12 +224,12 @@ pub enum WeightUse {
 
 /// Collects the weights an architecture asks for, checking names, shapes and types.
 pub struct WeightBinder<'f> {
-    file: &'f GgufFile,
+    file: &'f Arc<GgufFile>,
     requests: Vec<(TensorInfo, WeightUse)>,
 }
 
 impl<'f> WeightBinder<'f> {
-    fn new(file: &'f GgufFile) -> Self {
+    fn new(file: &'f Arc<GgufFile>) -> Self {
         WeightBinder {
             file,
             requests: Vec::new(),
@@ -340,9 +340,7 @@ impl<'f> WeightBinder<'f> {
         // Mapped weights: a host buffer over the whole file, each tensor at its file offset.
         let bytes = self.file.bytes();
         let mapped_buffer = if n_mapped > 0 {
-            // SAFETY: `bytes` is the file mapping owned by the `GgufFile`, which the `Model` keeps
-            // alive (and unmodified, per the mapping's own contract) for as long as these weights.
-            let buffer = unsafe { Buffer::from_host_memory(bytes.as_ptr(), bytes.len()) }?;
+            let buffer = Buffer::from_shared_bytes(self.file.clone())?;
             for (tensor, info) in mapped.tensors().zip(&mapped_infos) {
                 tensor.place_in(&buffer, info.offset as usize)?;
             }
@@ -451,6 +449,7 @@ impl Model {
             path: path.into(),
             source,
         })?;
+        let file = Arc::new(file);
         let architecture_name = file
             .get_str("general.architecture")
             .unwrap_or("")
@@ -505,7 +504,7 @@ impl Model {
             tokenizer,
             info,
             params,
-            _file: Arc::new(file),
+            _file: file,
         })
     }
 

@@ -766,6 +766,8 @@ pub fn repack_supported(tensor_type: TensorType, dims: [i64; 2]) -> bool {
 /// Memory owned by a GGML backend buffer (or wrapping host memory owned elsewhere).
 pub struct Buffer {
     raw: NonNull<sys::ggml_backend_buffer>,
+    /// Keeps wrapped host memory alive (see [`Buffer::from_shared_bytes`]).
+    _owner: Option<Arc<dyn AsRef<[u8]> + Send + Sync>>,
 }
 
 // SAFETY: a buffer is memory plus a vtable; GGML keeps no thread affinity for CPU buffers.
@@ -793,25 +795,24 @@ impl Buffer {
         let raw = unsafe { sys::ggml_backend_alloc_ctx_tensors_from_buft(context.ptr(), buft) };
         let bytes: usize = context.tensors().map(|t| t.nbytes()).sum();
         NonNull::new(raw)
-            .map(|raw| Buffer { raw })
+            .map(|raw| Buffer { raw, _owner: None })
             .ok_or(GgmlError::BufferAllocation { what, bytes })
     }
 
-    /// Wraps `len` bytes of host memory at `ptr` without taking ownership.
-    ///
-    /// # Safety
-    /// The memory must stay valid (and unmodified by others while GGML reads it) for as long as this
-    /// buffer and any tensor placed in it are used.
-    pub unsafe fn from_host_memory(ptr: *const u8, len: usize) -> Result<Buffer, GgmlError> {
+    /// Wraps read-only host memory (the memory-mapped model file) so tensors can be placed in it
+    /// without copying. The buffer keeps `owner` alive, so the memory outlives every use by GGML.
+    /// GGML only reads tensors placed here (they are weights), never writes them.
+    pub fn from_shared_bytes(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Result<Buffer, GgmlError> {
         init_once();
-        // SAFETY: the caller guarantees the memory's validity; GGML only reads weights from it.
+        let bytes = (*owner).as_ref();
+        let (ptr, len) = (bytes.as_ptr(), bytes.len());
+        // SAFETY: `ptr..ptr+len` is valid for reads as long as `owner` lives, and the returned Buffer
+        // holds `owner`. GGML's CPU buffer from a pointer never frees or writes the memory itself; the
+        // only tensors placed in it are weights, which graphs read.
         let raw = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(ptr as *mut c_void, len) };
         NonNull::new(raw)
-            .map(|raw| Buffer { raw })
-            .ok_or(GgmlError::BufferAllocation {
-                what: "host",
-                bytes: len,
-            })
+            .map(|raw| Buffer { raw, _owner: Some(owner) })
+            .ok_or(GgmlError::BufferAllocation { what: "host", bytes: len })
     }
 
     /// Size in bytes.

@@ -1,19 +1,441 @@
 //! Engine subcommands of the `lmrs` binary: `infer`, `tokenize`, `bench`, `info`.
 //!
-//! They drive the engine directly (no LSP) and exist for demos, debugging and benchmarking.
+//! They drive the engine directly (no LSP) for demos, debugging and benchmarking.
 
-use clap::Subcommand;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use lmrs::{InferenceFeedback, InferenceParameters, Model, ModelParams, SessionParams, TokenId};
 
 /// Subcommands that talk to the engine directly.
 #[derive(Debug, Subcommand)]
 pub enum EngineCommand {
-    /// Generate text from a prompt (being written).
-    Infer,
+    /// Generate text from a prompt, streaming it to stdout.
+    Infer(InferArgs),
+    /// Print the token ids of a text as a JSON array (no BOS added).
+    Tokenize(TokenizeArgs),
+    /// Measure prompt-processing and generation speed, like llama-bench.
+    Bench(BenchArgs),
+    /// Print a model's architecture, sizes, quantization types, tokenizer and FIM tokens.
+    Info(InfoArgs),
+    /// Write a tiny random-weight model (for tests of the server and the editor clients).
+    #[command(hide = true)]
+    TinyModel {
+        /// GGUF file to write.
+        output: PathBuf,
+        /// Architecture: qwen2 or llama.
+        #[arg(long, default_value = "qwen2")]
+        arch: String,
+        /// Seed of the pseudo-random weights.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+/// Arguments of `lmrs infer`.
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// GGUF model file.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// The prompt.
+    #[arg(short, long)]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    n_predict: usize,
+    /// Temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (default: the machine's cores, at most 8).
+    #[arg(short, long)]
+    threads: Option<usize>,
+    /// Context size.
+    #[arg(short, long, default_value_t = 4096)]
+    ctx_size: usize,
+    /// Parse special tokens (like `<|fim_prefix|>`) written in the prompt.
+    #[arg(long)]
+    special: bool,
+    /// Print one JSON object per generated token instead of text.
+    #[arg(long)]
+    json: bool,
+    /// With --json: include the top K log-probabilities before sampling.
+    #[arg(long, default_value_t = 0)]
+    logprobs: usize,
+}
+
+/// Arguments of `lmrs tokenize`.
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// GGUF model file.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Text to tokenize.
+    #[arg(short, long, conflicts_with = "file")]
+    prompt: Option<String>,
+    /// File whose content to tokenize.
+    #[arg(short, long)]
+    file: Option<PathBuf>,
+    /// Parse special tokens written in the text.
+    #[arg(long)]
+    special: bool,
+}
+
+/// Arguments of `lmrs bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// GGUF model file.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Prompt tokens evaluated in one batch (0 = skip the prompt test).
+    #[arg(short = 'p', long, default_value_t = 512)]
+    n_prompt: usize,
+    /// Tokens generated one at a time (0 = skip the generation test).
+    #[arg(short = 'n', long, default_value_t = 64)]
+    n_gen: usize,
+    /// Worker threads.
+    #[arg(short, long, default_value_t = 2)]
+    threads: usize,
+    /// Repetitions of each test.
+    #[arg(short, long, default_value_t = 3)]
+    repetitions: usize,
+    /// Do not repack weights into GGML's interleaved layout.
+    #[arg(long)]
+    no_repack: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `lmrs info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// GGUF model file.
+    model: PathBuf,
+    /// Context size of the session whose memory is reported.
+    #[arg(short, long, default_value_t = 4096)]
+    ctx_size: usize,
 }
 
 /// Runs one engine subcommand.
 pub fn run(command: EngineCommand) -> anyhow::Result<()> {
     match command {
-        EngineCommand::Infer => anyhow::bail!("not written yet"),
+        EngineCommand::Infer(args) => infer(args),
+        EngineCommand::Tokenize(args) => tokenize(args),
+        EngineCommand::Bench(args) => bench(args),
+        EngineCommand::Info(args) => info(args),
+        EngineCommand::TinyModel { output, arch, seed } => tiny_model(&output, &arch, seed),
     }
+}
+
+fn load(path: &PathBuf, threads: Option<usize>, repack: bool) -> anyhow::Result<Arc<Model>> {
+    let mut params = ModelParams {
+        repack,
+        ..ModelParams::default()
+    };
+    if let Some(threads) = threads {
+        params.n_threads = threads.max(1);
+    }
+    let model = Model::load(path, params).with_context(|| format!("loading {}", path.display()))?;
+    Ok(Arc::new(model))
+}
+
+fn infer(args: InferArgs) -> anyhow::Result<()> {
+    let model = load(&args.model, args.threads, true)?;
+    let tokenizer = model.tokenizer();
+    let mut prompt: Vec<TokenId> = Vec::new();
+    if tokenizer.add_bos() {
+        prompt.extend(tokenizer.bos());
+    }
+    prompt.extend(tokenizer.encode(&args.prompt, args.special));
+    let mut session = model.create_session(SessionParams {
+        n_ctx: args.ctx_size,
+        ..SessionParams::default()
+    })?;
+    let mut params = InferenceParameters::default()
+        .with_temperature(args.temp)
+        .with_top_k(args.top_k)
+        .with_top_p(args.top_p)
+        .with_min_p(args.min_p)
+        .with_repeat_penalty(args.repeat_penalty, 64)
+        .with_logprobs(if args.json { args.logprobs } else { 0 });
+    if let Some(seed) = args.seed {
+        params = params.with_seed(seed);
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut write_error = None;
+    let stats = session.infer(&prompt, args.n_predict, &params, |token| {
+        let result = if args.json {
+            let logprobs: Vec<serde_json::Value> = token
+                .logprobs
+                .iter()
+                .map(|(id, logprob)| {
+                    serde_json::json!({"id": id, "text": String::from_utf8_lossy(tokenizer.token_bytes(*id)), "logprob": logprob})
+                })
+                .collect();
+            let mut object = serde_json::json!({"id": token.id, "text": token.text});
+            if args.logprobs > 0 {
+                object["logprobs"] = serde_json::Value::Array(logprobs);
+            }
+            writeln!(out, "{object}")
+        } else {
+            write!(out, "{}", token.text).and_then(|_| out.flush())
+        };
+        match result {
+            Ok(()) => InferenceFeedback::Continue,
+            Err(error) => {
+                write_error = Some(error);
+                InferenceFeedback::Halt
+            }
+        }
+    })?;
+    if let Some(error) = write_error {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(error.into());
+        }
+    }
+    if !args.json {
+        writeln!(out)?;
+    }
+    let generation_rate = if stats.generation_millis > 0.0 {
+        stats.generated as f64 * 1000.0 / stats.generation_millis
+    } else {
+        0.0
+    };
+    eprintln!(
+        "prompt: {} tokens ({} reused) in {:.0} ms | generated: {} tokens in {:.0} ms ({:.1} tok/s) | stop: {:?}",
+        prompt.len(),
+        stats.prompt.reused,
+        stats.prompt.millis,
+        stats.generated,
+        stats.generation_millis,
+        generation_rate,
+        stats.stop
+    );
+    Ok(())
+}
+
+fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
+    let text = match (&args.prompt, &args.file) {
+        (Some(text), None) => text.clone(),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        _ => bail!("give either --prompt TEXT or --file FILE"),
+    };
+    let file = lmrs::gguf::GgufFile::open(&args.model)
+        .with_context(|| format!("opening {}", args.model.display()))?;
+    let tokenizer = lmrs::Tokenizer::from_gguf(&file).context("building the tokenizer")?;
+    let ids = tokenizer.encode(&text, args.special);
+    println!("{}", serde_json::to_string(&ids)?);
+    Ok(())
+}
+
+/// Mean and sample standard deviation.
+fn mean_and_deviation(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let variance = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, variance.sqrt())
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let model = load(&args.model, Some(args.threads), !args.no_repack)?;
+    let info = model.info().clone();
+    let n_vocab = info.n_vocab as u64;
+    let n_ctx = (args.n_prompt + args.n_gen + 16).max(64);
+    let mut session = model.create_session(SessionParams {
+        n_ctx,
+        n_batch: args.n_prompt.max(1),
+        n_threads: args.threads,
+    })?;
+    // Deterministic pseudo-random tokens (as llama-bench uses random tokens).
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next_token = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n_vocab) as TokenId
+    };
+    let repetitions = args.repetitions.max(1);
+    let mut results = Vec::new();
+    if args.n_prompt > 0 {
+        let prompt: Vec<TokenId> = (0..args.n_prompt).map(|_| next_token()).collect();
+        session.truncate(0);
+        session.feed(&prompt)?; // warm-up
+        let mut rates = Vec::new();
+        for _ in 0..repetitions {
+            session.truncate(0);
+            let started = Instant::now();
+            session.feed(&prompt)?;
+            rates.push(args.n_prompt as f64 / started.elapsed().as_secs_f64());
+        }
+        results.push((format!("pp{}", args.n_prompt), rates));
+    }
+    if args.n_gen > 0 {
+        let tokens: Vec<TokenId> = (0..args.n_gen).map(|_| next_token()).collect();
+        session.truncate(0);
+        session.feed(&tokens[..1])?; // warm-up
+        let mut rates = Vec::new();
+        for _ in 0..repetitions {
+            session.truncate(0);
+            let started = Instant::now();
+            for n in 1..=args.n_gen {
+                session.feed(&tokens[..n])?;
+            }
+            rates.push(args.n_gen as f64 / started.elapsed().as_secs_f64());
+        }
+        results.push((format!("tg{}", args.n_gen), rates));
+    }
+    let model_name = info
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let size_mib = info.file_size as f64 / (1024.0 * 1024.0);
+    if args.json {
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(test, rates)| {
+                let (mean, deviation) = mean_and_deviation(rates);
+                serde_json::json!({
+                    "model": model_name, "size_mib": size_mib, "params": info.n_params,
+                    "threads": args.threads, "test": test, "t_s": mean, "t_s_stddev": deviation, "samples": rates,
+                    "repacked_mib": info.repacked_bytes as f64 / (1024.0 * 1024.0),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("| model | size | params | backend | threads | test | t/s |");
+        println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+        for (test, rates) in &results {
+            let (mean, deviation) = mean_and_deviation(rates);
+            println!(
+                "| {model_name} | {size_mib:.2} MiB | {:.2} M | CPU ({}) | {} | {test} | {mean:.2} ± {deviation:.2} |",
+                info.n_params as f64 / 1e6,
+                ggml_sys_features(),
+                args.threads
+            );
+        }
+    }
+    Ok(())
+}
+
+fn ggml_sys_features() -> String {
+    lmrs::cpu_features()
+}
+
+fn info(args: InfoArgs) -> anyhow::Result<()> {
+    let model = load(&args.model, None, true)?;
+    let info = model.info();
+    let tokenizer = model.tokenizer();
+    println!(
+        "file:          {} ({:.1} MiB)",
+        info.path.display(),
+        info.file_size as f64 / (1024.0 * 1024.0)
+    );
+    if let Some(name) = &info.name {
+        println!("name:          {name}");
+    }
+    println!("architecture:  {}", info.architecture);
+    println!("parameters:    {:.1} M", info.n_params as f64 / 1e6);
+    println!(
+        "layers:        {} (embedding {}, heads {} / kv {} of width {})",
+        info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.head_dim
+    );
+    println!("context:       {} tokens (training)", info.n_ctx_train);
+    let types: Vec<String> = info
+        .tensor_types
+        .iter()
+        .map(|(name, count)| format!("{name} x{count}"))
+        .collect();
+    println!("tensor types:  {}", types.join(", "));
+    println!(
+        "repacked:      {:.1} MiB of weights in GGML's interleaved layout",
+        info.repacked_bytes as f64 / (1024.0 * 1024.0)
+    );
+    println!("vocabulary:    {} tokens", tokenizer.vocab_size());
+    let show = |id: Option<TokenId>| match id {
+        Some(id) => format!("{id} {:?}", tokenizer.token_text(id).unwrap_or("")),
+        None => "-".to_string(),
+    };
+    println!(
+        "bos / eos:     {} / {} (add bos: {})",
+        show(tokenizer.bos()),
+        show(tokenizer.eos()),
+        tokenizer.add_bos()
+    );
+    let fim = tokenizer.fim();
+    println!("fim prefix:    {}", show(fim.prefix));
+    println!("fim suffix:    {}", show(fim.suffix));
+    println!("fim middle:    {}", show(fim.middle));
+    println!("fim pad:       {}", show(fim.pad));
+    println!("repo name:     {}", show(fim.repo_name));
+    println!("file sep:      {}", show(fim.file_separator));
+    println!("cpu:           {}", lmrs::cpu_features());
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    if let Some(rss) = resident_bytes() {
+        println!("resident:      {:.1} MiB after loading", mib(rss));
+    }
+    let mut session = model.create_session(SessionParams {
+        n_ctx: args.ctx_size,
+        ..SessionParams::default()
+    })?;
+    // Evaluate a few tokens so every weight page has been touched: the honest resident figure.
+    let probe = tokenizer.encode("fn main() {", false);
+    if !probe.is_empty() {
+        session.feed(&probe)?;
+    }
+    if let Some(rss) = resident_bytes() {
+        println!(
+            "in use:        {:.1} MiB resident after evaluating a prompt with a {}-token session (KV cache {:.1} MiB, compute buffer {:.1} MiB)",
+            mib(rss),
+            args.ctx_size,
+            mib(session.kv_cache_bytes() as u64),
+            mib(session.compute_buffer_bytes() as u64)
+        );
+    }
+    Ok(())
+}
+
+/// Resident memory of this process (`VmRSS` of Linux's `/proc/self/status`), if known.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `lmrs tiny-model OUTPUT [--arch qwen2|llama] [--seed N]`: writes a tiny random-weight model.
+fn tiny_model(output: &std::path::Path, arch: &str, seed: u64) -> anyhow::Result<()> {
+    let arch: lmrs::tiny::TinyArch = arch.parse()?;
+    lmrs::tiny::write_tiny_model(output, arch, seed)
+        .with_context(|| format!("writing {}", output.display()))?;
+    println!("{}", output.display());
+    Ok(())
 }

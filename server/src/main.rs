@@ -1,17 +1,59 @@
-//! `lmrs`: the command-line entry point. Engine subcommands live in `engine_cli`.
+//! `lmrs`: the command-line entry point. `lsp` and `complete` live in the `lmrs_lsp` library;
+//! the engine subcommands live in `engine_cli`.
 
 mod engine_cli;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use lmrs_lsp::complete_cli::{CompleteArgs, ConfigArgs};
+use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "lmrs", version, about = "Local code completions from GGUF models")]
+#[command(
+    name = "lmrs",
+    version,
+    about = "Local code completions from GGUF models"
+)]
 struct Cli {
     #[command(subcommand)]
-    command: engine_cli::EngineCommand,
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the language server on stdin/stdout (inline completions; logs go to stderr, `LMRS_LOG`
+    /// sets the filter, e.g. `LMRS_LOG=debug`)
+    Lsp(ConfigArgs),
+    /// Complete once at FILE:LINE:COL with the server's completion path and print the suggestion
+    /// and its timings
+    Complete(CompleteArgs),
+    #[command(flatten)]
+    Engine(engine_cli::EngineCommand),
+}
+
+fn init_tracing(default: &str) {
+    let filter = EnvFilter::try_from_env("LMRS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    engine_cli::run(cli.command)
+    match cli.command {
+        Command::Lsp(args) => {
+            init_tracing("info");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(lmrs_lsp::lsp::server::serve(args.to_config()))
+        }
+        Command::Complete(args) => {
+            init_tracing("warn");
+            lmrs_lsp::complete_cli::run(&args)
+        }
+        Command::Engine(cmd) => engine_cli::run(cmd),
+    }
 }

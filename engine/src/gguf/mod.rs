@@ -273,3 +273,10 @@ impl fmt::Debug for GgufFile {
             .finish()
     }
 }
+
+impl AsRef<[u8]> for GgufFile {
+    /// The whole file, as [`GgufFile::bytes`].
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}

@@ -1,0 +1,195 @@
+//! Typed configuration with documented defaults.
+//!
+//! Precedence: built-in defaults < command-line flags of `lmrs lsp` < `initializationOptions` <
+//! `workspace/didChangeConfiguration` (either the settings object itself or its `lmrs` member).
+//! Overrides are partial JSON objects in camelCase, deep-merged into the current configuration.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::prompt::FimOrder;
+
+/// File name of the default model inside the model directory.
+pub const DEFAULT_MODEL_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+
+/// Errors from applying a configuration override.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The override is not an object or has a field of the wrong type.
+    #[error("invalid lmrs configuration: {0}")]
+    Invalid(#[from] serde_json::Error),
+}
+
+/// Server configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// GGUF model file. Default: `$LMRS_MODEL_DIR/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf`, else
+    /// `~/.local/share/lmrs/models/` with that name. `fake:MS` selects the built-in test engine that
+    /// emits one character every MS milliseconds.
+    pub model_path: Option<PathBuf>,
+    /// Threads for the engine. Default: the number of CPUs, at most 8.
+    pub threads: usize,
+    /// KV-cache size in tokens. Default 2048.
+    pub context_size: usize,
+    /// Most generated tokens per suggestion. Default 64.
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy. Default 0.
+    pub temperature: f32,
+    /// Tokens of text before the cursor in the prompt. Default 768 (about 3× the suffix).
+    pub prefix_tokens: usize,
+    /// Tokens of text after the cursor in the prompt. Default 256.
+    pub suffix_tokens: usize,
+    /// FIM order, `spm` or `psm`. Default `spm` (keeps the KV cache across keystrokes).
+    pub fim_order: FimOrder,
+    /// Put Qwen's repo-level header (`<|repo_name|>` workspace folder name, `<|file_sep|>` relative
+    /// path) before the FIM part. Default false: with suffix-first order it made Qwen2.5-Coder-0.5B
+    /// complete the wrong function in our first checks (see docs/prompt.md).
+    pub repo_header: bool,
+    /// The prefix window starts on a multiple of this many lines. Default 16.
+    pub block_lines: usize,
+    /// Multi-line suggestions when nothing stands right of the cursor. Default true.
+    pub multiline: bool,
+    /// Most lines of a multi-line suggestion. Default 8.
+    pub max_lines: usize,
+    /// Time budget for generating one suggestion, in milliseconds (prompt evaluation not counted;
+    /// alternatives are only tried while the whole request is within it). Default 5000.
+    pub timeout_ms: u64,
+    /// Suggestions for an explicitly invoked inline completion (sampled after the greedy one). Default 3.
+    pub alternatives: usize,
+    /// Per-language enable by LSP language id, e.g. `{"markdown": false}`; unlisted languages are on.
+    pub languages: BTreeMap<String, bool>,
+    /// Suggestions kept in the LRU cache. Default 256.
+    pub cache_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            model_path: None,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
+            context_size: 2048,
+            max_tokens: 64,
+            temperature: 0.0,
+            prefix_tokens: 768,
+            suffix_tokens: 256,
+            fim_order: FimOrder::Spm,
+            repo_header: false,
+            block_lines: 16,
+            multiline: true,
+            max_lines: 8,
+            timeout_ms: 5000,
+            alternatives: 3,
+            languages: BTreeMap::new(),
+            cache_size: 256,
+        }
+    }
+}
+
+fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+impl Config {
+    /// This configuration with a partial JSON override applied (`null` or a non-object is ignored;
+    /// an `lmrs` member is used when present, so both `{"lmrs": {...}}` and `{...}` work).
+    pub fn merged(&self, patch: &serde_json::Value) -> Result<Config, ConfigError> {
+        let patch = patch.get("lmrs").unwrap_or(patch);
+        if !patch.is_object() {
+            return Ok(self.clone());
+        }
+        let mut value = serde_json::to_value(self)?;
+        merge(&mut value, patch);
+        Ok(serde_json::from_value(value)?)
+    }
+
+    /// The model file to load.
+    pub fn resolved_model_path(&self) -> PathBuf {
+        if let Some(p) = &self.model_path {
+            return p.clone();
+        }
+        let dir = std::env::var_os("LMRS_MODEL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default();
+                home.join(".local/share/lmrs/models")
+            });
+        dir.join(DEFAULT_MODEL_FILE)
+    }
+
+    /// Whether completions are on for a language id.
+    pub fn language_enabled(&self, language_id: &str) -> bool {
+        self.languages.get(language_id).copied().unwrap_or(true)
+    }
+
+    /// Prefix and suffix budgets shrunk (proportionally) so that they, the generation budget and a
+    /// small allowance for special tokens and the header fit the context.
+    pub fn budgets(&self) -> (usize, usize) {
+        let room = self.context_size.saturating_sub(self.max_tokens + 64);
+        let want = self.prefix_tokens + self.suffix_tokens;
+        if want <= room || want == 0 {
+            return (self.prefix_tokens, self.suffix_tokens);
+        }
+        let prefix = self.prefix_tokens * room / want;
+        (prefix, room - prefix)
+    }
+
+    /// Whether a change from `self` to `other` needs the model reloaded.
+    pub fn needs_reload(&self, other: &Config) -> bool {
+        self.resolved_model_path() != other.resolved_model_path()
+            || self.threads != other.threads
+            || self.context_size != other.context_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn overrides_merge_over_defaults() {
+        let base = Config::default();
+        let c = base
+            .merged(&json!({"lmrs": {"maxTokens": 12, "languages": {"markdown": false}}}))
+            .unwrap();
+        assert_eq!(c.max_tokens, 12);
+        assert!(!c.language_enabled("markdown"));
+        assert!(c.language_enabled("rust"));
+        let c = c
+            .merged(&json!({"fimOrder": "psm", "languages": {"rust": false}}))
+            .unwrap();
+        assert_eq!(c.fim_order, FimOrder::Psm);
+        assert_eq!(c.max_tokens, 12, "earlier overrides stay");
+        assert!(!c.language_enabled("markdown") && !c.language_enabled("rust"));
+        assert_eq!(c.merged(&json!(null)).unwrap(), c);
+        assert!(c.merged(&json!({"maxTokens": "many"})).is_err());
+        assert!(c.merged(&json!({"noSuchOption": 1})).is_err());
+    }
+
+    #[test]
+    fn budgets_fit_the_context() {
+        let c = Config {
+            context_size: 512,
+            max_tokens: 64,
+            prefix_tokens: 768,
+            suffix_tokens: 256,
+            ..Config::default()
+        };
+        let (p, s) = c.budgets();
+        assert!(p + s + 64 + 64 <= 512);
+        assert_eq!(p, 3 * s);
+        assert_eq!(Config::default().budgets(), (768, 256));
+    }
+}

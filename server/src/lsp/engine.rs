@@ -1,0 +1,254 @@
+//! The narrow interface between the server and an inference engine, and its implementations.
+//!
+//! Everything model-specific the server needs is here: tokenizing prompt segments, which FIM tokens
+//! exist, and one generation call on a warm session that reuses the KV cache's common prefix. The
+//! real implementation adapts the `lmrs` engine crate (`lmrs_engine.rs`); [`FakeEngine`] is a deterministic stand-in (`--model fake:MS`) that lets
+//! the protocol, cancellation and supersession be tested end to end without model files.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::generation::Step;
+use super::prompt::{FimSupport, FimToken, Segment};
+
+/// Token id, as in the engine.
+pub type TokenId = u32;
+
+/// Cancellation shared between the LSP side and the worker. It wraps the engine's own flag, so the
+/// engine stops between tokens and inside a prompt evaluation too.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(lmrs::CancelFlag);
+
+impl Cancel {
+    /// A fresh, not cancelled flag.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Requests cancellation.
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+    /// The underlying engine flag.
+    pub(crate) fn flag(&self) -> &lmrs::CancelFlag {
+        &self.0
+    }
+}
+
+/// Errors from loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model file does not exist.
+    #[error("model file not found: {0}")]
+    NotFound(String),
+    /// The file exists but cannot be used.
+    #[error("cannot load model {path}: {message}")]
+    Load {
+        /// The model path.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// Inference failed.
+    #[error("inference failed: {0}")]
+    Infer(String),
+}
+
+/// One generation request.
+#[derive(Clone, Debug)]
+pub struct GenRequest<'a> {
+    /// Prompt token ids.
+    pub prompt: &'a [TokenId],
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// Sampling seed.
+    pub seed: u64,
+    /// Bytes the generation must start with (token healing).
+    pub required_prefix: &'a str,
+    /// Most wall time for generating, counted from the first generated token (a long prompt
+    /// evaluation is not wasted by a budget it used up).
+    pub time_budget: Duration,
+}
+
+/// What one generation cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GenStats {
+    /// Prompt tokens found in the KV cache.
+    pub reused: usize,
+    /// Prompt tokens evaluated.
+    pub evaluated: usize,
+    /// Tokens generated.
+    pub generated: usize,
+    /// Milliseconds spent on the prompt.
+    pub prompt_ms: f64,
+    /// Milliseconds spent generating.
+    pub gen_ms: f64,
+    /// The token, time or context budget ended the generation (not a stop rule or end-of-text).
+    pub budget_cut: bool,
+}
+
+/// A loaded model with its warm session. Lives on the worker thread.
+pub trait CompletionEngine: Send {
+    /// Token ids of `text`, special tokens not parsed.
+    fn encode(&self, text: &str) -> Vec<TokenId>;
+    /// Number of tokens of `text` (budgets).
+    fn count(&self, text: &str) -> usize {
+        self.encode(text).len()
+    }
+    /// The id of a FIM token, if the model has it.
+    fn fim_token(&self, token: FimToken) -> Option<TokenId>;
+    /// Generates after `req.prompt`, calling `on_text` with each token's id and complete UTF-8 text;
+    /// stops when it returns [`Step::Stop`], at end-of-generation or any special token, at the token
+    /// or time budget, or when `cancel` is set (within one token).
+    fn generate(
+        &mut self,
+        req: &GenRequest<'_>,
+        cancel: &Cancel,
+        on_text: &mut dyn FnMut(&str) -> Step,
+    ) -> Result<GenStats, EngineError>;
+    /// A one-line description for logs and messages.
+    fn describe(&self) -> String;
+
+    /// Which FIM features the model supports.
+    fn fim_support(&self) -> FimSupport {
+        let has = |t| self.fim_token(t).is_some();
+        FimSupport {
+            fim: has(FimToken::Prefix) && has(FimToken::Suffix) && has(FimToken::Middle),
+            repo: has(FimToken::RepoName) && has(FimToken::FileSep),
+        }
+    }
+
+    /// Prompt segments → token ids.
+    fn segments_to_tokens(&self, segments: &[Segment]) -> Vec<TokenId> {
+        let mut out = Vec::new();
+        for seg in segments {
+            match seg {
+                Segment::Text(t) => out.extend(self.encode(t)),
+                Segment::Token(t) => out.extend(self.fim_token(*t)),
+            }
+        }
+        out
+    }
+}
+
+/// What to load.
+#[derive(Clone, Debug)]
+pub struct LoadParams {
+    /// Model file, or `fake:MS`.
+    pub path: std::path::PathBuf,
+    /// Engine threads.
+    pub threads: usize,
+    /// KV-cache size.
+    pub context_size: usize,
+}
+
+/// Loads the engine for `params.path` (a `fake:MS` path gives the [`FakeEngine`]).
+pub fn load(params: &LoadParams) -> Result<Box<dyn CompletionEngine>, EngineError> {
+    let path = params.path.to_string_lossy();
+    if let Some(ms) = path.strip_prefix("fake:") {
+        let ms = ms.parse().unwrap_or(0);
+        return Ok(Box::new(FakeEngine::new(Duration::from_millis(ms))));
+    }
+    if !Path::new(&params.path).is_file() {
+        return Err(EngineError::NotFound(path.into_owned()));
+    }
+    load_real(params)
+}
+
+fn load_real(params: &LoadParams) -> Result<Box<dyn CompletionEngine>, EngineError> {
+    Ok(Box::new(super::lmrs_engine::LmrsEngine::load(params)?))
+}
+
+/// Deterministic test engine: one token per character, FIM tokens at ids 1–5, and a scripted
+/// completion (`fake_completion(n)` lines) emitted one character per `delay`. It tracks KV reuse
+/// like a real session so statistics and caching paths can be tested.
+#[derive(Debug)]
+pub struct FakeEngine {
+    delay: Duration,
+    cached: Vec<TokenId>,
+}
+
+const FAKE_BASE: TokenId = 16;
+
+impl FakeEngine {
+    /// A fake engine that takes `delay` per generated token.
+    pub fn new(delay: Duration) -> Self {
+        Self {
+            delay,
+            cached: Vec::new(),
+        }
+    }
+}
+
+impl CompletionEngine for FakeEngine {
+    fn encode(&self, text: &str) -> Vec<TokenId> {
+        text.chars().map(|c| c as TokenId + FAKE_BASE).collect()
+    }
+
+    fn fim_token(&self, token: FimToken) -> Option<TokenId> {
+        Some(match token {
+            FimToken::Prefix => 1,
+            FimToken::Suffix => 2,
+            FimToken::Middle => 3,
+            FimToken::RepoName => 4,
+            FimToken::FileSep => 5,
+        })
+    }
+
+    fn generate(
+        &mut self,
+        req: &GenRequest<'_>,
+        cancel: &Cancel,
+        on_text: &mut dyn FnMut(&str) -> Step,
+    ) -> Result<GenStats, EngineError> {
+        let t0 = Instant::now();
+        let reused = self
+            .cached
+            .iter()
+            .zip(req.prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        self.cached.truncate(reused);
+        self.cached.extend_from_slice(&req.prompt[reused..]);
+        let mut stats = GenStats {
+            reused,
+            evaluated: req.prompt.len() - reused,
+            ..GenStats::default()
+        };
+        stats.prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let t1 = Instant::now();
+        let deadline = t1 + req.time_budget;
+        let script = format!(
+            "{}fake_completion({})\nsecond_line()\n",
+            req.required_prefix, req.seed
+        );
+        for c in script.chars().cycle() {
+            if stats.generated >= req.max_tokens || Instant::now() >= deadline {
+                stats.budget_cut = true;
+                break;
+            }
+            if cancel.is_cancelled() {
+                break;
+            }
+            if !self.delay.is_zero() {
+                std::thread::sleep(self.delay);
+            }
+            stats.generated += 1;
+            self.cached.push(c as TokenId + FAKE_BASE);
+            if on_text(c.encode_utf8(&mut [0; 4])) == Step::Stop {
+                break;
+            }
+        }
+        stats.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
+        Ok(stats)
+    }
+
+    fn describe(&self) -> String {
+        format!("fake engine ({} ms/token)", self.delay.as_millis())
+    }
+}

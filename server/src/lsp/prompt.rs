@@ -1,0 +1,471 @@
+//! Prompt building: a pure function from the text around the cursor to FIM prompt segments.
+//!
+//! Layout (see `docs/prompt.md` for the measurements behind it):
+//! - Qwen's repo-level header `<|repo_name|>NAME\n<|file_sep|>PATH\n` when the model has those
+//!   tokens and the workspace folder / relative path are known;
+//! - then, by default, suffix-prefix-middle (`<|fim_suffix|>S<|fim_prefix|>P<|fim_middle|>`): the
+//!   text that changes while the user types (the end of P) is at the very end of the prompt, so the
+//!   session's KV cache keeps everything before it and a keystroke only evaluates the typed tokens.
+//!   Prefix-suffix-middle is available for models that only know that order;
+//! - models without FIM tokens get the prefix alone.
+//!
+//! Budgets are in model tokens (counted by the caller's tokenizer) and cuts fall on line boundaries.
+//! The prefix window's first line is rounded *up* to a multiple of `block_lines`, so successive
+//! requests (typing, moving the cursor a few lines) start the prefix at the same line and share the
+//! longest token prefix with the session.
+//!
+//! The prompt never ends in the middle of what the tokenizer would merge with the next characters
+//! (indentation, a partial word): the last pre-token of the cursor line is removed from the prompt
+//! and returned as `heal`; generation must start with it (token healing) and it is stripped from the
+//! suggestion afterwards.
+
+use std::fmt::Write as _;
+
+/// FIM special tokens, named after Qwen2.5-Coder's spelling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FimToken {
+    /// `<|fim_prefix|>`
+    Prefix,
+    /// `<|fim_suffix|>`
+    Suffix,
+    /// `<|fim_middle|>`
+    Middle,
+    /// `<|repo_name|>`
+    RepoName,
+    /// `<|file_sep|>`
+    FileSep,
+}
+
+impl FimToken {
+    /// Qwen's literal spelling, used when rendering prompts for tests and logs.
+    pub fn literal(self) -> &'static str {
+        match self {
+            Self::Prefix => "<|fim_prefix|>",
+            Self::Suffix => "<|fim_suffix|>",
+            Self::Middle => "<|fim_middle|>",
+            Self::RepoName => "<|repo_name|>",
+            Self::FileSep => "<|file_sep|>",
+        }
+    }
+}
+
+/// A piece of a prompt: text to tokenize (special tokens not parsed) or one special token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// Plain text.
+    Text(String),
+    /// A FIM control token.
+    Token(FimToken),
+}
+
+/// Which FIM tokens the model has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FimSupport {
+    /// prefix, suffix and middle all exist.
+    pub fim: bool,
+    /// `<|repo_name|>` and `<|file_sep|>` exist.
+    pub repo: bool,
+}
+
+/// Order of the FIM parts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FimOrder {
+    /// `<|fim_suffix|>S<|fim_prefix|>P<|fim_middle|>`: typing only appends to the end of the prompt.
+    #[default]
+    Spm,
+    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>`: the order most FIM models were trained on.
+    Psm,
+}
+
+/// Budgets and layout choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromptParams {
+    /// Most tokens of text before the cursor.
+    pub prefix_tokens: usize,
+    /// Most tokens of text after the cursor.
+    pub suffix_tokens: usize,
+    /// FIM order.
+    pub order: FimOrder,
+    /// The prefix window starts on a multiple of this many lines (1 = no quantization).
+    pub block_lines: usize,
+}
+
+/// The text around the cursor, as the caller extracted it from the document.
+#[derive(Clone, Copy, Debug)]
+pub struct PromptInput<'a> {
+    /// Text from the start of line `prefix_first_line` to the cursor.
+    pub prefix: &'a str,
+    /// Absolute (0-based) line number of the first line of `prefix`.
+    pub prefix_first_line: usize,
+    /// Text from the cursor on (the caller may have cut it).
+    pub suffix: &'a str,
+    /// Workspace folder name, for the repo-level header.
+    pub repo_name: Option<&'a str>,
+    /// Path of the file relative to the workspace folder.
+    pub file_path: Option<&'a str>,
+}
+
+/// A built prompt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltPrompt {
+    /// The prompt, in order.
+    pub segments: Vec<Segment>,
+    /// Text removed from the end of the prefix that the generation must start with.
+    pub heal: String,
+    /// Absolute line where the prefix window starts.
+    pub prefix_start_line: usize,
+}
+
+impl BuiltPrompt {
+    /// The prompt as one string with FIM tokens spelled out (tests, debug logs).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for seg in &self.segments {
+            match seg {
+                Segment::Text(t) => out.push_str(t),
+                Segment::Token(t) => out.push_str(t.literal()),
+            }
+        }
+        if !self.heal.is_empty() {
+            let _ = write!(out, "\n[heal {:?}]", self.heal);
+        }
+        out
+    }
+}
+
+/// Most bytes of a healed tail; a longer last pre-token is left in the prompt.
+const MAX_HEAL_BYTES: usize = 32;
+
+fn is_word(c: char) -> bool {
+    c.is_alphabetic()
+}
+
+/// Byte index in `line` (the cursor line up to the cursor) where the healed tail starts.
+///
+/// The tail is the last pre-token the way Qwen/GPT-4-style pre-tokenizers split text: trailing
+/// whitespace (which merges with the next word), or a letter run with one optional leading non-letter
+/// (` foo`, `.foo`, `_foo`), or a punctuation run with an optional leading space. Digits are single
+/// tokens and need no healing. A whitespace-only line is healed whole, so the prompt ends at `\n`.
+pub fn heal_start(line: &str) -> usize {
+    if line.chars().all(char::is_whitespace) {
+        return 0;
+    }
+    let trimmed = line.trim_end();
+    let start = if trimmed.len() < line.len() {
+        trimmed.len()
+    } else {
+        let last = line.chars().next_back().unwrap_or(' ');
+        if last.is_numeric() {
+            line.len()
+        } else if is_word(last) {
+            let word_start = line.trim_end_matches(is_word).len();
+            match line[..word_start].chars().next_back() {
+                Some(c) if !c.is_alphanumeric() && c != '\n' && c != '\r' => {
+                    word_start - c.len_utf8()
+                }
+                _ => word_start,
+            }
+        } else {
+            let punct_start = line
+                .trim_end_matches(|c: char| !c.is_alphanumeric() && !c.is_whitespace())
+                .len();
+            if line[..punct_start].ends_with(' ') {
+                punct_start - 1
+            } else {
+                punct_start
+            }
+        }
+    };
+    if line.len() - start > MAX_HEAL_BYTES {
+        line.len()
+    } else {
+        start
+    }
+}
+
+/// Builds the prompt. `count` returns the number of model tokens of a text.
+pub fn build_prompt(
+    input: &PromptInput<'_>,
+    fim: FimSupport,
+    params: &PromptParams,
+    count: &dyn Fn(&str) -> usize,
+) -> BuiltPrompt {
+    // --- prefix: whole lines backwards from the cursor line, within budget, block-aligned start.
+    let lines: Vec<&str> = input.prefix.split_inclusive('\n').collect();
+    let ends_in_newline = input.prefix.is_empty() || input.prefix.ends_with('\n');
+    let (full_lines, cursor_line) = if ends_in_newline {
+        (&lines[..], "")
+    } else {
+        (&lines[..lines.len() - 1], lines[lines.len() - 1])
+    };
+    let heal_at = heal_start(cursor_line);
+    let (cursor_kept, heal) = cursor_line.split_at(heal_at);
+    let mut used = count(cursor_kept);
+    let mut first = full_lines.len();
+    while first > 0 {
+        let t = count(full_lines[first - 1]);
+        if used + t > params.prefix_tokens {
+            break;
+        }
+        used += t;
+        first -= 1;
+    }
+    let abs_first = input.prefix_first_line + first;
+    let block = params.block_lines.max(1);
+    let aligned = abs_first.div_ceil(block) * block;
+    let cursor_abs = input.prefix_first_line + full_lines.len();
+    if abs_first > 0 && aligned <= cursor_abs {
+        first = aligned - input.prefix_first_line;
+    }
+    let mut prefix = String::new();
+    for l in &full_lines[first..] {
+        prefix.push_str(l);
+    }
+    prefix.push_str(cursor_kept);
+
+    // --- suffix: the rest of the cursor line, then whole lines within budget.
+    let mut suffix = String::new();
+    let mut used = 0;
+    for (i, l) in input.suffix.split_inclusive('\n').enumerate() {
+        let t = count(l);
+        if i > 0 && used + t > params.suffix_tokens {
+            break;
+        }
+        used += t;
+        suffix.push_str(l);
+    }
+
+    let mut segments = Vec::new();
+    if !fim.fim {
+        segments.push(Segment::Text(prefix));
+        return BuiltPrompt {
+            segments,
+            heal: heal.to_owned(),
+            prefix_start_line: input.prefix_first_line + first,
+        };
+    }
+    if let (true, Some(repo), Some(path)) = (fim.repo, input.repo_name, input.file_path) {
+        segments.push(Segment::Token(FimToken::RepoName));
+        segments.push(Segment::Text(format!("{repo}\n")));
+        segments.push(Segment::Token(FimToken::FileSep));
+        segments.push(Segment::Text(format!("{path}\n")));
+    }
+    match params.order {
+        FimOrder::Spm => {
+            segments.push(Segment::Token(FimToken::Suffix));
+            segments.push(Segment::Text(suffix));
+            segments.push(Segment::Token(FimToken::Prefix));
+            segments.push(Segment::Text(prefix));
+        }
+        FimOrder::Psm => {
+            segments.push(Segment::Token(FimToken::Prefix));
+            segments.push(Segment::Text(prefix));
+            segments.push(Segment::Token(FimToken::Suffix));
+            segments.push(Segment::Text(suffix));
+        }
+    }
+    segments.push(Segment::Token(FimToken::Middle));
+    segments.retain(|s| !matches!(s, Segment::Text(t) if t.is_empty()));
+    BuiltPrompt {
+        segments,
+        heal: heal.to_owned(),
+        prefix_start_line: input.prefix_first_line + first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::{expect, Expect};
+
+    /// A stand-in tokenizer: one token per word or punctuation run, one per line break.
+    fn count(text: &str) -> usize {
+        text.split_whitespace().count() + text.matches('\n').count()
+    }
+
+    const QWEN: FimSupport = FimSupport {
+        fim: true,
+        repo: true,
+    };
+
+    fn params(
+        order: FimOrder,
+        prefix_tokens: usize,
+        suffix_tokens: usize,
+        block_lines: usize,
+    ) -> PromptParams {
+        PromptParams {
+            prefix_tokens,
+            suffix_tokens,
+            order,
+            block_lines,
+        }
+    }
+
+    fn build(input: &str, fim: FimSupport, p: PromptParams, repo: bool) -> BuiltPrompt {
+        let (prefix, suffix) = input.split_once("$0").expect("input needs a $0 cursor");
+        let input = PromptInput {
+            prefix,
+            prefix_first_line: 0,
+            suffix,
+            repo_name: repo.then_some("lmrs"),
+            file_path: repo.then_some("src/lib.rs"),
+        };
+        build_prompt(&input, fim, &p, &count)
+    }
+
+    fn check(input: &str, expect: Expect) {
+        expect.assert_eq(&build(input, QWEN, params(FimOrder::Spm, 100, 50, 1), false).render());
+    }
+
+    #[test]
+    fn suffix_prefix_middle_heals_indentation() {
+        check(
+            "def add(a, b):\n    $0\n\nprint(add(1, 2))\n",
+            expect![[r#"
+                <|fim_suffix|>
+
+                print(add(1, 2))
+                <|fim_prefix|>def add(a, b):
+                <|fim_middle|>
+                [heal "    "]"#]],
+        );
+    }
+
+    #[test]
+    fn partial_word_is_healed_with_its_leading_space() {
+        check(
+            "let x = vec.it$0;\n",
+            expect![[r#"
+                <|fim_suffix|>;
+                <|fim_prefix|>let x = vec<|fim_middle|>
+                [heal ".it"]"#]],
+        );
+        check(
+            "x = foo(a,$0",
+            expect![[r#"
+            <|fim_suffix|><|fim_prefix|>x = foo(a<|fim_middle|>
+            [heal ","]"#]],
+        );
+        check(
+            "n = 12$0",
+            expect!["<|fim_suffix|><|fim_prefix|>n = 12<|fim_middle|>"],
+        );
+        check(
+            "let x = $0",
+            expect![[r#"
+            <|fim_suffix|><|fim_prefix|>let x =<|fim_middle|>
+            [heal " "]"#]],
+        );
+    }
+
+    #[test]
+    fn repo_level_header_and_psm_order() {
+        let p = build(
+            "fn main() {\n    $0\n}\n",
+            QWEN,
+            params(FimOrder::Psm, 100, 50, 1),
+            true,
+        );
+        expect![[r#"
+            <|repo_name|>lmrs
+            <|file_sep|>src/lib.rs
+            <|fim_prefix|>fn main() {
+            <|fim_suffix|>
+            }
+            <|fim_middle|>
+            [heal "    "]"#]]
+        .assert_eq(&p.render());
+    }
+
+    #[test]
+    fn prefix_only_without_fim_tokens() {
+        let p = build(
+            "a\nb = $0c\n",
+            FimSupport::default(),
+            params(FimOrder::Spm, 100, 50, 1),
+            true,
+        );
+        expect![[r#"
+            a
+            b =
+            [heal " "]"#]]
+        .assert_eq(&p.render());
+    }
+
+    #[test]
+    fn budgets_cut_at_line_boundaries_and_prefix_start_is_block_aligned() {
+        let text = "l0 x\nl1 x\nl2 x\nl3 x\nl4 x\nl5 x\nl6 x\n    ret$0urn\ns0 x\ns1 x\ns2 x\n";
+        // every full line costs 3 tokens; the cursor line's kept part ("    ") costs 0.
+        let p = build(text, QWEN, params(FimOrder::Spm, 10, 7, 1), false);
+        expect![[r#"
+            <|fim_suffix|>urn
+            s0 x
+            <|fim_prefix|>l4 x
+            l5 x
+            l6 x
+               <|fim_middle|>
+            [heal " ret"]"#]]
+        .assert_eq(&p.render());
+        assert_eq!(p.prefix_start_line, 4);
+        // with blocks of 4 lines the window starts at line 4 for budgets that fit lines 1..=6
+        let p = build(text, QWEN, params(FimOrder::Spm, 18, 7, 4), false);
+        assert_eq!(p.prefix_start_line, 4);
+        let p = build(text, QWEN, params(FimOrder::Spm, 10, 7, 4), false);
+        assert_eq!(p.prefix_start_line, 4);
+        let p = build(text, QWEN, params(FimOrder::Spm, 100, 7, 4), false);
+        assert_eq!(p.prefix_start_line, 0, "the whole file fits: no cut");
+    }
+
+    #[test]
+    fn typing_only_appends_to_the_prompt() {
+        let p = params(FimOrder::Spm, 100, 50, 8);
+        let a = build(
+            "fn f() {\n    let value = compute(x, $0\n}\n",
+            QWEN,
+            p,
+            true,
+        );
+        let b = build(
+            "fn f() {\n    let value = compute(x, y$0\n}\n",
+            QWEN,
+            p,
+            true,
+        );
+        let (ra, rb) = (a.render(), b.render());
+        let common = ra
+            .chars()
+            .zip(rb.chars())
+            .take_while(|(x, y)| x == y)
+            .count();
+        assert!(
+            ra.find("<|fim_middle|>").unwrap().saturating_sub(common) <= 2,
+            "{ra}\n{rb}"
+        );
+    }
+
+    #[test]
+    fn heal_start_cases() {
+        for (line, tail) in [
+            ("", ""),
+            ("    ", "    "),
+            ("\t", "\t"),
+            ("    foo", " foo"),
+            ("foo", "foo"),
+            ("a.b", ".b"),
+            ("a_b", "_b"),
+            ("f(x, ", " "),
+            ("f(", "("),
+            ("f(x) {", " {"),
+            ("x1", ""),
+            ("é中", "é中"),
+            (
+                "y = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "",
+            ),
+        ] {
+            assert_eq!(&line[heal_start(line)..], tail, "{line:?}");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The model worker: one thread owns the engine and its warm session; jobs arrive over a channel.
+//!
+//! [`run_completion`] is the whole completion path after the document snapshot — prompt, feed,
+//! generation under the stop rules — shared by the language server and `lmrs complete`. Every job
+//! gets a reply: an empty one when it was cancelled or superseded before or while it ran, when no
+//! model is loaded, or when the engine failed (even by panicking).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ropey::Rope;
+use tokio::sync::oneshot;
+use tracing::{debug, error, info, info_span};
+
+use super::config::Config;
+use super::engine::{
+    self, Cancel, CompletionEngine, EngineError, GenRequest, GenStats, LoadParams,
+};
+use super::generation::{StopContext, StopRules};
+use super::prompt::{build_prompt, PromptInput, PromptParams};
+
+/// Characters of text the prompt builder may look at per prompt token of budget.
+const CHARS_PER_TOKEN_WINDOW: usize = 8;
+
+/// The text around the cursor, copied out of the document.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CursorContext {
+    /// From the start of line `prefix_first_line` to the cursor.
+    pub prefix: String,
+    /// Absolute line number of the first line of `prefix`.
+    pub prefix_first_line: usize,
+    /// From the cursor on.
+    pub suffix: String,
+}
+
+impl CursorContext {
+    /// Copies the windows the prompt needs (line-aligned prefix start) out of a rope.
+    pub fn extract(rope: &Rope, cursor: usize, prefix_tokens: usize, suffix_tokens: usize) -> Self {
+        let cursor = cursor.min(rope.len_chars());
+        let cursor_line = rope.char_to_line(cursor);
+        let start = cursor.saturating_sub(prefix_tokens.saturating_mul(CHARS_PER_TOKEN_WINDOW));
+        let mut first_line = rope.char_to_line(start);
+        if rope.line_to_char(first_line) < start && first_line < cursor_line {
+            first_line += 1;
+        }
+        let end = cursor
+            .saturating_add(suffix_tokens.saturating_mul(CHARS_PER_TOKEN_WINDOW))
+            .min(rope.len_chars());
+        Self {
+            prefix: rope
+                .slice(rope.line_to_char(first_line)..cursor)
+                .to_string(),
+            prefix_first_line: first_line,
+            suffix: rope.slice(cursor..end).to_string(),
+        }
+    }
+
+    /// The cursor line up to the cursor.
+    pub fn line_before_cursor(&self) -> &str {
+        self.prefix.rsplit('\n').next().unwrap_or("")
+    }
+}
+
+/// Everything one completion needs besides the engine.
+#[derive(Clone, Debug)]
+pub struct JobInput {
+    /// Text around the cursor.
+    pub ctx: CursorContext,
+    /// Workspace folder name (repo-level prompt header).
+    pub repo_name: Option<String>,
+    /// File path relative to the workspace folder.
+    pub rel_path: Option<String>,
+    /// Number of suggestions wanted (1 unless explicitly invoked).
+    pub alternatives: usize,
+}
+
+/// The result of one completion.
+#[derive(Clone, Debug, Default)]
+pub struct Completion {
+    /// Suggestions, best first, non-empty and distinct.
+    pub items: Vec<String>,
+    /// Engine statistics, summed over alternatives.
+    pub stats: GenStats,
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Whether cancellation cut the work short.
+    pub cancelled: bool,
+    /// Wall time of the whole completion in milliseconds.
+    pub total_ms: f64,
+}
+
+/// Builds the prompt, runs the engine and applies the stop rules.
+pub fn run_completion(
+    engine: &mut dyn CompletionEngine,
+    input: &JobInput,
+    cfg: &Config,
+    cancel: &Cancel,
+) -> Result<Completion, EngineError> {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_millis(cfg.timeout_ms);
+    let (prefix_tokens, suffix_tokens) = cfg.budgets();
+    let prompt_input = PromptInput {
+        prefix: &input.ctx.prefix,
+        prefix_first_line: input.ctx.prefix_first_line,
+        suffix: &input.ctx.suffix,
+        repo_name: input.repo_name.as_deref().filter(|_| cfg.repo_header),
+        file_path: input.rel_path.as_deref().filter(|_| cfg.repo_header),
+    };
+    let params = PromptParams {
+        prefix_tokens,
+        suffix_tokens,
+        order: cfg.fim_order,
+        block_lines: cfg.block_lines,
+    };
+    let prompt = build_prompt(&prompt_input, engine.fim_support(), &params, &|t| {
+        engine.count(t)
+    });
+    debug!(prompt = %prompt.render(), "prompt");
+    let tokens = engine.segments_to_tokens(&prompt.segments);
+    let stop_ctx = StopContext::new(
+        input.ctx.line_before_cursor(),
+        &input.ctx.suffix,
+        cfg.multiline,
+        cfg.max_lines,
+    );
+    let mut out = Completion {
+        prompt_tokens: tokens.len(),
+        ..Completion::default()
+    };
+    for k in 0..input.alternatives.max(1) {
+        if cancel.is_cancelled() || (k > 0 && Instant::now() >= deadline) {
+            break;
+        }
+        let (temperature, seed) = if k == 0 {
+            (cfg.temperature, 0)
+        } else {
+            (cfg.temperature.max(0.8), k as u64)
+        };
+        let req = GenRequest {
+            prompt: &tokens,
+            max_tokens: cfg.max_tokens,
+            temperature,
+            seed,
+            required_prefix: &prompt.heal,
+            time_budget: deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(cfg.timeout_ms / 2)),
+        };
+        let mut rules = StopRules::new(stop_ctx.clone(), &prompt.heal);
+        let stats = engine.generate(&req, cancel, &mut |piece| rules.push(piece))?;
+        out.stats.reused += stats.reused;
+        out.stats.evaluated += stats.evaluated;
+        out.stats.generated += stats.generated;
+        out.stats.prompt_ms += stats.prompt_ms;
+        out.stats.gen_ms += stats.gen_ms;
+        let text = rules.finish(stats.budget_cut);
+        if !text.is_empty() && !out.items.contains(&text) {
+            out.items.push(text);
+        }
+    }
+    out.cancelled = cancel.is_cancelled();
+    if out.cancelled {
+        out.items.clear();
+    }
+    out.total_ms = t0.elapsed().as_secs_f64() * 1e3;
+    Ok(out)
+}
+
+/// A queued completion.
+pub struct Job {
+    /// What to complete.
+    pub input: JobInput,
+    /// The configuration in force when the request arrived.
+    pub config: Arc<Config>,
+    /// Set when the request is cancelled or superseded.
+    pub cancel: Cancel,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Completion>,
+    /// Request id for logs.
+    pub id: String,
+}
+
+enum Msg {
+    Load(LoadParams, oneshot::Sender<Result<String, EngineError>>),
+    Job(Job),
+}
+
+/// Handle to the worker thread.
+#[derive(Clone)]
+pub struct Worker {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Worker {
+    /// Starts the worker thread.
+    pub fn spawn() -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("lmrs-model".into())
+            .spawn(move || worker_loop(rx))?;
+        Ok(Self { tx })
+    }
+
+    /// Loads (or replaces) the model; the answer is its description.
+    pub fn load(&self, params: LoadParams) -> oneshot::Receiver<Result<String, EngineError>> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Msg::Load(params, tx));
+        rx
+    }
+
+    /// Queues a job; the receiver always resolves (to an empty completion if all else fails).
+    pub fn submit(&self, job: Job) -> oneshot::Receiver<Completion> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job { reply: tx, ..job };
+        if let Err(mpsc::SendError(Msg::Job(job))) = self.tx.send(Msg::Job(job)) {
+            let _ = job.reply.send(Completion::default());
+        }
+        rx
+    }
+}
+
+fn worker_loop(rx: mpsc::Receiver<Msg>) {
+    let mut engine: Option<Box<dyn CompletionEngine>> = None;
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            Msg::Load(params, reply) => {
+                engine = None; // free the old model first
+                let t0 = Instant::now();
+                let result =
+                    std::panic::catch_unwind(|| engine::load(&params)).unwrap_or_else(|_| {
+                        Err(EngineError::Load {
+                            path: params.path.display().to_string(),
+                            message: "engine panicked".into(),
+                        })
+                    });
+                let answer = result.map(|e| {
+                    let d = e.describe();
+                    info!(model = %d, ms = t0.elapsed().as_millis() as u64, "model loaded");
+                    engine = Some(e);
+                    d
+                });
+                let _ = reply.send(answer);
+            }
+            Msg::Job(job) => {
+                let completion = match engine.as_deref_mut() {
+                    _ if job.cancel.is_cancelled() => Completion {
+                        cancelled: true,
+                        ..Completion::default()
+                    },
+                    None => Completion::default(),
+                    Some(e) => run_job(e, &job),
+                };
+                let _ = job.reply.send(completion);
+            }
+        }
+    }
+}
+
+fn run_job(engine: &mut dyn CompletionEngine, job: &Job) -> Completion {
+    let span = info_span!(
+        "completion",
+        id = %job.id,
+        reused = tracing::field::Empty,
+        evaluated = tracing::field::Empty,
+        generated = tracing::field::Empty,
+        prompt_ms = tracing::field::Empty,
+        gen_ms = tracing::field::Empty,
+        total_ms = tracing::field::Empty,
+    );
+    let _enter = span.enter();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        run_completion(engine, &job.input, &job.config, &job.cancel)
+    }));
+    match result {
+        Ok(Ok(c)) => {
+            span.record("reused", c.stats.reused);
+            span.record("evaluated", c.stats.evaluated);
+            span.record("generated", c.stats.generated);
+            span.record("prompt_ms", c.stats.prompt_ms.round() as u64);
+            span.record("gen_ms", c.stats.gen_ms.round() as u64);
+            span.record("total_ms", c.total_ms.round() as u64);
+            info!(
+                items = c.items.len(),
+                cancelled = c.cancelled,
+                "completion done"
+            );
+            c
+        }
+        Ok(Err(e)) => {
+            error!(error = %e, "completion failed");
+            Completion::default()
+        }
+        Err(_) => {
+            error!("engine panicked during completion");
+            Completion::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lsp::engine::FakeEngine;
+
+    #[test]
+    fn extract_is_line_aligned_and_bounded() {
+        let rope = Rope::from_str("aaaa\nbbbb\ncccc\ndd|dd\neeee\n");
+        let cursor = rope.to_string().find('|').unwrap();
+        let ctx = CursorContext::extract(&rope, cursor, 1, 1);
+        assert_eq!(ctx.prefix, "cccc\ndd");
+        assert_eq!(ctx.prefix_first_line, 2);
+        assert_eq!(ctx.suffix, "|dd\neeee");
+        assert_eq!(ctx.line_before_cursor(), "dd");
+        let all = CursorContext::extract(&rope, 999, 1000, 1000);
+        assert_eq!(all.prefix_first_line, 0);
+        assert_eq!(all.suffix, "");
+    }
+
+    #[test]
+    fn fake_engine_path_reuses_the_kv_prefix_when_typing() {
+        let mut engine = FakeEngine::new(Duration::ZERO);
+        let cfg = Config {
+            max_tokens: 40,
+            ..Config::default()
+        };
+        let mut run = |text: &str| {
+            let (before, after) = text.split_once("$0").unwrap();
+            let rope = Rope::from_str(&format!("{before}{after}"));
+            let input = JobInput {
+                ctx: CursorContext::extract(&rope, before.chars().count(), 768, 256),
+                repo_name: None,
+                rel_path: None,
+                alternatives: 1,
+            };
+            run_completion(&mut engine, &input, &cfg, &Cancel::new()).unwrap()
+        };
+        let a = run("fn main() {\n    let x = $0\n}\n");
+        assert_eq!(a.items, vec!["fake_completion(0)".to_string()]);
+        let b = run("fn main() {\n    let x = y$0\n}\n");
+        assert!(
+            b.stats.evaluated <= 4,
+            "typing re-evaluates only the tail: {:?}",
+            b.stats
+        );
+        assert!(b.stats.reused > 20);
+    }
+
+    #[test]
+    fn cancelled_completion_is_empty() {
+        let mut engine = FakeEngine::new(Duration::ZERO);
+        let cancel = Cancel::new();
+        cancel.cancel();
+        let input = JobInput {
+            ctx: CursorContext::default(),
+            repo_name: None,
+            rel_path: None,
+            alternatives: 3,
+        };
+        let c = run_completion(&mut engine, &input, &Config::default(), &cancel).unwrap();
+        assert!(c.items.is_empty());
+        assert!(c.cancelled);
+    }
+}
