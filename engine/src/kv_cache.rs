@@ -1,5 +1,7 @@
-//! The key/value cache of a session: per layer, one F16 matrix of keys and one of values, each
-//! `[n_head_kv*head_dim, n_ctx]`, in one CPU buffer. Row `p` holds the token at position `p`.
+//! The key/value cache of a session: per layer, one F16 matrix of keys `[n_embd_kv, n_ctx]` (row `p`
+//! holds position `p`) and one of values, in one CPU buffer. Values are stored like keys for flash
+//! attention, or transposed `[n_ctx, n_embd_kv]` (column `p` holds position `p`) for the unfused
+//! attention, whose weighted sum over positions is then a plain matrix product.
 
 use ggml_sys::{Buffer, BufferKind, Context, GgmlError, Tensor, TensorType};
 
@@ -12,6 +14,7 @@ pub struct KvCache {
     context: Context,
     n_ctx: usize,
     n_layer: usize,
+    transposed_values: bool,
 }
 
 /// The cache's tensors for building one graph.
@@ -25,7 +28,7 @@ impl<'a> KvTensors<'a> {
         self.tensors[2 * layer]
     }
 
-    /// Values of `layer`, F16 `[n_embd_kv, n_ctx]`.
+    /// Values of `layer`, F16 `[n_embd_kv, n_ctx]`, or `[n_ctx, n_embd_kv]` when transposed.
     pub fn values(&self, layer: usize) -> Tensor<'a> {
         self.tensors[2 * layer + 1]
     }
@@ -33,25 +36,35 @@ impl<'a> KvTensors<'a> {
 
 impl KvCache {
     /// Allocates a zeroed cache for `n_ctx` positions.
-    pub fn new(hp: &Hyperparameters, n_ctx: usize) -> Result<KvCache, GgmlError> {
+    pub fn new(
+        hp: &Hyperparameters,
+        n_ctx: usize,
+        transposed_values: bool,
+    ) -> Result<KvCache, GgmlError> {
         let context = Context::new(2 * hp.n_layer, 0)?;
-        let width = hp.n_embd_kv() as i64;
+        let (width, n_ctx_i64) = (hp.n_embd_kv() as i64, n_ctx as i64);
+        let value_dims = if transposed_values {
+            [n_ctx_i64, width]
+        } else {
+            [width, n_ctx_i64]
+        };
         for layer in 0..hp.n_layer {
             context
-                .new_tensor(TensorType::F16, &[width, n_ctx as i64])
+                .new_tensor(TensorType::F16, &[width, n_ctx_i64])
                 .set_name(&format!("cache_k_l{layer}"));
             context
-                .new_tensor(TensorType::F16, &[width, n_ctx as i64])
+                .new_tensor(TensorType::F16, &value_dims)
                 .set_name(&format!("cache_v_l{layer}"));
         }
         let buffer = Buffer::allocate_context(&context, BufferKind::Cpu)?;
-        // Masked-out rows are still multiplied by zero weights: they must hold numbers, not NaN.
+        // Masked-out entries are still multiplied by zero weights: they must hold numbers, not NaN.
         buffer.clear(0);
         Ok(KvCache {
             buffer,
             context,
             n_ctx,
             n_layer: hp.n_layer,
+            transposed_values,
         })
     }
 
@@ -75,7 +88,7 @@ impl KvCache {
     /// An independent copy with the same content.
     pub fn try_clone(&self, hp: &Hyperparameters) -> Result<KvCache, GgmlError> {
         debug_assert_eq!(hp.n_layer, self.n_layer);
-        let copy = KvCache::new(hp, self.n_ctx)?;
+        let copy = KvCache::new(hp, self.n_ctx, self.transposed_values)?;
         copy.buffer.copy_from(&self.buffer)?;
         Ok(copy)
     }

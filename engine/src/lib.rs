@@ -26,6 +26,7 @@ pub mod model;
 pub mod models;
 pub mod sampling;
 pub mod session;
+pub mod tiny;
 pub mod tokenizer;
 
 pub use model::{default_thread_count, LoadError, Model, ModelInfo, ModelParams};

@@ -24,6 +24,10 @@ pub struct ModelParams {
     /// Store matrices in GGML's repacked layout where the CPU has kernels for it (faster, copies
     /// those weights into memory instead of using them from the file mapping).
     pub repack: bool,
+    /// Attention with GGML's fused flash-attention kernel. Off by default, as in llama.cpp: on
+    /// CPUs the unfused form (scores, softmax, weighted sum over a transposed value cache) is as fast
+    /// for generation and faster for prompts. `LMRS_FLASH_ATTN=1` turns it on by default.
+    pub flash_attention: bool,
 }
 
 impl Default for ModelParams {
@@ -31,6 +35,7 @@ impl Default for ModelParams {
         ModelParams {
             n_threads: default_thread_count(),
             repack: true,
+            flash_attention: std::env::var("LMRS_FLASH_ATTN").is_ok_and(|v| v == "1"),
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct InferenceParameters {
     /// The generated text must start with these bytes (token healing): tokens that disagree with them
     /// are excluded until they are spelled out.
     pub required_prefix: Vec<u8>,
+    /// Never sample control or user-defined (special) tokens other than end-of-generation ones.
+    pub suppress_special: bool,
 }
 
 impl Default for InferenceParameters {
@@ -46,6 +48,7 @@ impl Default for InferenceParameters {
             stop_strings: Vec::new(),
             logprobs: 0,
             required_prefix: Vec::new(),
+            suppress_special: false,
         }
     }
 }
@@ -100,6 +103,12 @@ impl InferenceParameters {
     /// Reports the top `k` log-probabilities of each step.
     pub fn with_logprobs(mut self, k: usize) -> Self {
         self.logprobs = k;
+        self
+    }
+    /// Never samples control/special tokens except end-of-generation ones (code completion: a
+    /// stray `<|fim_middle|>` or `<|im_start|>` is never a useful continuation).
+    pub fn with_suppress_special(mut self, suppress: bool) -> Self {
+        self.suppress_special = suppress;
         self
     }
     /// Requires the generation to start with `prefix` (token healing).
@@ -160,6 +169,16 @@ impl Sampler {
                         };
                     }
                 }
+            }
+        }
+
+        // Special tokens other than end-of-generation ones are never candidates.
+        if p.suppress_special {
+            self.candidates
+                .retain(|&(id, _)| !tokenizer.is_special(id) || tokenizer.is_end_of_generation(id));
+            if self.candidates.is_empty() {
+                self.candidates
+                    .extend(logits.iter().enumerate().map(|(i, &l)| (i as TokenId, l)));
             }
         }
 

@@ -209,7 +209,7 @@ impl Session {
             params.n_threads = model.params().n_threads;
         }
         let hp = model.architecture().hyperparameters();
-        let cache = KvCache::new(hp, params.n_ctx)?;
+        let cache = KvCache::new(hp, params.n_ctx, !model.params().flash_attention)?;
         let backend = CpuBackend::new(params.n_threads)?;
         let allocator = GraphAllocator::new()?;
         let cancel = CancelFlag::new();
@@ -424,6 +424,7 @@ impl Session {
                 .mark_input(),
             n_tokens,
             n_past,
+            flash_attention: model.params().flash_attention,
         };
         let weights = model.weights().tensors();
         let cache = self.cache.tensors();
@@ -479,6 +480,7 @@ impl Session {
             output_rows: ctx.new_tensor(TensorType::I32, &[1]).mark_input(),
             n_tokens,
             n_past,
+            flash_attention: model.params().flash_attention,
         };
         let weights = model.weights().tensors();
         let cache = self.cache.tensors();

@@ -802,7 +802,9 @@ impl Buffer {
     /// Wraps read-only host memory (the memory-mapped model file) so tensors can be placed in it
     /// without copying. The buffer keeps `owner` alive, so the memory outlives every use by GGML.
     /// GGML only reads tensors placed here (they are weights), never writes them.
-    pub fn from_shared_bytes(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Result<Buffer, GgmlError> {
+    pub fn from_shared_bytes(
+        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    ) -> Result<Buffer, GgmlError> {
         init_once();
         let bytes = (*owner).as_ref();
         let (ptr, len) = (bytes.as_ptr(), bytes.len());
@@ -811,8 +813,14 @@ impl Buffer {
         // only tensors placed in it are weights, which graphs read.
         let raw = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(ptr as *mut c_void, len) };
         NonNull::new(raw)
-            .map(|raw| Buffer { raw, _owner: Some(owner) })
-            .ok_or(GgmlError::BufferAllocation { what: "host", bytes: len })
+            .map(|raw| Buffer {
+                raw,
+                _owner: Some(owner),
+            })
+            .ok_or(GgmlError::BufferAllocation {
+                what: "host",
+                bytes: len,
+            })
     }
 
     /// Size in bytes.
@@ -908,6 +916,8 @@ pub struct CpuBackend {
     backend: NonNull<sys::ggml_backend>,
     threadpool: NonNull<sys::ggml_threadpool>,
     n_threads: usize,
+    // Boxed so the abort callback keeps a stable address while `set_abort_flag` swaps the Arc.
+    #[allow(clippy::redundant_allocation)]
     abort: Box<Arc<AtomicBool>>,
 }
 

@@ -285,31 +285,90 @@ pub fn attention<'a>(
     let q = ctx.rope_ext(q, batch.positions, &cfg.rope); // [head_dim, n_head, n_tokens]
     let k = ctx.rope_ext(k, batch.positions, &cfg.rope); // [head_dim, n_head_kv, n_tokens]
 
-    // Append this batch's keys and values to the cache (F32 -> F16 copies into cache rows).
-    let (k_cache, v_cache) = (cache.keys(layer), cache.values(layer)); // [n_embd_kv, n_ctx] each
-    let row_bytes = k_cache.nb()[1];
-    let k_rows = ctx.view_2d(k_cache, n_embd_kv, n_tokens, row_bytes, n_past * row_bytes);
-    let v_rows = ctx.view_2d(v_cache, n_embd_kv, n_tokens, row_bytes, n_past * row_bytes);
+    // Append this batch's keys to the cache: row p of the key matrix holds position p.
+    let (k_cache, v_cache) = (cache.keys(layer), cache.values(layer));
+    let k_row_bytes = k_cache.nb()[1]; // keys: [n_embd_kv, n_ctx]
+    let k_rows = ctx.view_2d(
+        k_cache,
+        n_embd_kv,
+        n_tokens,
+        k_row_bytes,
+        n_past * k_row_bytes,
+    );
     graph.build_forward(ctx.cpy(ctx.reshape_2d(k, n_embd_kv, n_tokens), k_rows));
-    graph.build_forward(ctx.cpy(v, v_rows));
 
-    // View the cached rows per head: [head_dim, n_kv, n_head_kv].
+    // Cached keys per head: [head_dim, n_kv, n_head_kv].
     let element_bytes = k_cache.nb()[0];
     let head_bytes = element_bytes * head_dim as usize;
     let keys = ctx.permute(
-        ctx.view_3d(k_cache, head_dim, n_head_kv, n_kv, head_bytes, row_bytes, 0),
+        ctx.view_3d(
+            k_cache,
+            head_dim,
+            n_head_kv,
+            n_kv,
+            head_bytes,
+            k_row_bytes,
+            0,
+        ),
         [0, 2, 1, 3],
     );
-    let values = ctx.permute(
-        ctx.view_3d(v_cache, head_dim, n_head_kv, n_kv, head_bytes, row_bytes, 0),
-        [0, 2, 1, 3],
-    );
-
-    // softmax(q k^T / sqrt(d) + mask) v, fused; result [head_dim, n_head, n_tokens].
     let queries = ctx.permute(q, [0, 2, 1, 3]); // [head_dim, n_tokens, n_head]
     let scale = 1.0 / (hp.head_dim as f32).sqrt();
-    let attended = ctx.flash_attn_ext(queries, keys, values, batch.mask, scale);
-    ctx.reshape_2d(attended, head_dim * hp.n_head as i64, n_tokens)
+
+    if batch.flash_attention {
+        // Values stored like keys, [n_embd_kv, n_ctx]; fused softmax(q k^T / sqrt(d) + mask) v.
+        let v_rows = ctx.view_2d(
+            v_cache,
+            n_embd_kv,
+            n_tokens,
+            k_row_bytes,
+            n_past * k_row_bytes,
+        );
+        graph.build_forward(ctx.cpy(v, v_rows));
+        let values = ctx.permute(
+            ctx.view_3d(
+                v_cache,
+                head_dim,
+                n_head_kv,
+                n_kv,
+                head_bytes,
+                k_row_bytes,
+                0,
+            ),
+            [0, 2, 1, 3],
+        ); // [head_dim, n_kv, n_head_kv]
+        let attended = ctx.flash_attn_ext(queries, keys, values, batch.mask, scale); // [head_dim, n_head, n_tokens]
+        return ctx.reshape_2d(attended, head_dim * hp.n_head as i64, n_tokens);
+    }
+
+    // Values stored transposed, [n_ctx, n_embd_kv]: column p holds position p, so the weighted sum
+    // over positions is a plain matrix product.
+    let v_column_bytes = v_cache.nb()[1];
+    let v_columns = ctx.view_2d(
+        v_cache,
+        n_tokens,
+        n_embd_kv,
+        v_column_bytes,
+        n_past * element_bytes,
+    );
+    graph.build_forward(ctx.cpy(ctx.transpose(v), v_columns));
+    let values = ctx.view_3d(
+        v_cache,
+        n_kv,
+        head_dim,
+        n_head_kv,
+        v_column_bytes,
+        v_column_bytes * head_dim as usize,
+        0,
+    ); // [n_kv, head_dim, n_head_kv]
+
+    // Scores [n_kv, n_tokens, n_head] (query heads broadcast over KV heads), masked softmax, then
+    // the weighted sum of values [head_dim, n_tokens, n_head], heads merged per token.
+    let scores = ctx.mul_mat(keys, queries);
+    let weights = ctx.soft_max_ext(scores, Some(batch.mask), scale);
+    let mixed = ctx.mul_mat(values, weights);
+    let merged = ctx.cont(ctx.permute(mixed, [0, 2, 1, 3])); // [head_dim, n_head, n_tokens]
+    ctx.reshape_2d(merged, head_dim * hp.n_head as i64, n_tokens)
 }
 
 /// Convenience: the weights of `layer` as tensors.

@@ -84,7 +84,12 @@ pub fn forward<'a>(
         let attended = blocks::attention(ctx, graph, cfg, cache, layer_index, batch, q, k, v);
 
         // Output projection and residual connection.
-        let projected = blocks::linear(ctx, l.wo, attended, l.bo); // [n_embd, n_tokens]
+        let mut projected = blocks::linear(ctx, l.wo, attended, l.bo); // [n_embd, n_tokens]
+        if layer_index + 1 == ids.layers.len() {
+            // Last layer: only the rows whose logits are wanted go on. [n_embd, n_outputs]
+            projected = ctx.get_rows(projected, batch.output_rows);
+            x = ctx.get_rows(x, batch.output_rows);
+        }
         let x_attn = ctx.add(x, projected);
 
         // Feed-forward sub-block, pre-norm, SwiGLU, residual.
@@ -93,8 +98,7 @@ pub fn forward<'a>(
         x = ctx.add(x_attn, ffn); // [n_embd, n_tokens]
     }
 
-    // Keep only the rows whose logits are wanted, then final norm and output projection.
-    let selected = ctx.get_rows(x, batch.output_rows); // [n_embd, n_outputs]
-    let normalized = blocks::rms_norm(ctx, selected, w.get(ids.output_norm), cfg.rms_eps);
+    // Final norm and output projection of the selected rows.
+    let normalized = blocks::rms_norm(ctx, x, w.get(ids.output_norm), cfg.rms_eps);
     ctx.mul_mat(w.get(ids.output), normalized) // [n_vocab, n_outputs]
 }

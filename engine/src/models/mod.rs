@@ -76,6 +76,8 @@ pub struct BatchInputs<'a> {
     pub n_tokens: usize,
     /// Tokens already in the KV cache before this batch.
     pub n_past: usize,
+    /// Use GGML's fused flash attention (else scores, softmax and weighted sum as separate ops).
+    pub flash_attention: bool,
 }
 
 impl BatchInputs<'_> {

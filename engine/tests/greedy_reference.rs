@@ -1,0 +1,305 @@
+//! Greedy generation of the real models against llama.cpp's recorded outputs
+//! (`<shared>/reference/greedy-*.json`, recorded by llama-server with top_k = 1 and 2 threads).
+//!
+//! For each case, 32 tokens are generated greedily from the recorded `prompt_ids` with the top-5
+//! log-probabilities of every step, and compared with the recording:
+//! - identical: the 32 tokens equal the recorded ones. Asserted on at least 90% of the cases.
+//! - where a case first differs, the recorded top-2 log-probabilities at that step must be within
+//!   [`NEAR_TIE`] (a near tie, where the small numeric differences between two GGML builds may pick
+//!   either token). Asserted.
+//! - at every step up to the first difference (same context on both sides), the largest
+//!   |Δ log-probability| of the recorded top-1 token, and over the top-5 entries whose ids both
+//!   sides list (aligned by id). The target is [`MAX_LOGPROB_DELTA`] for both; neither
+//!   holds (top-1 up to ~0.12 for Qwen2.5-Coder and ~0.25 for SmolLM2, top-5 up to ~0.45 and ~1.0:
+//!   our ggml is newer than the llama.cpp build that recorded the reference, and these small
+//!   quantized models move that much under kernel changes; repacking the weights or not already
+//!   moves Qwen's by up to ~0.08), so they are printed, not asserted.
+//!
+//! A summary table per model is printed (run with `--nocapture` to see it). Missing models are
+//! skipped (see `tests/common`). Meant for release builds: about 5,000 prompt tokens in all.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use lmrs::{InferenceFeedback, InferenceParameters, Model, ModelParams, SessionParams, TokenId};
+use serde_json::Value;
+
+/// Tokens generated per case (as recorded).
+const N_STEPS: usize = 32;
+/// Two log-probabilities this close are a near tie.
+const NEAR_TIE: f64 = 0.05;
+/// The target for |Δ log-probability| at matching steps (reported, not asserted: see the
+/// module documentation).
+const MAX_LOGPROB_DELTA: f64 = 0.05;
+/// Share of cases whose 32 tokens must be identical.
+const MIN_IDENTICAL_SHARE: f64 = 0.9;
+/// Models whose token criteria are asserted. SmolLM2-135M (Q4_1) diverges from the recording on
+/// 4–5 of 9 prompts, not all near ties, with every attention variant we tried (fused or not, F16 or
+/// F32 cache, AVX-512 or AVX2 kernels); llama.cpp's own llama-server rebuilt from the same sources
+/// on this machine differs from the recording too (step 0 of `short-0`: −1.5307 here against
+/// −1.7323 recorded, where lmrs gives −1.531), so the recording reflects the recording machine's
+/// kernels. `scripts/record-llama-reference.py` re-records a reference on the current machine.
+const ASSERTED_MODELS: &[&str] = &["qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"];
+/// Threads, as in the recording.
+const THREADS: usize = 2;
+
+/// One recorded step: the chosen id and the top-5 `(id, logprob)`.
+struct RecordedStep {
+    id: TokenId,
+    top: Vec<(TokenId, f64)>,
+}
+
+struct Case {
+    name: String,
+    prompt_ids: Vec<TokenId>,
+    tokens: Vec<TokenId>,
+    steps: Vec<RecordedStep>,
+}
+
+fn read_cases(path: &Path) -> (String, Vec<Case>) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let json: Value = serde_json::from_str(&text).expect("reference JSON");
+    let ids = |value: &Value| -> Vec<TokenId> {
+        value
+            .as_array()
+            .expect("an array of ids")
+            .iter()
+            .map(|id| id.as_u64().expect("an id") as TokenId)
+            .collect()
+    };
+    let cases = json["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|case| Case {
+            name: case["name"].as_str().expect("name").to_string(),
+            prompt_ids: ids(&case["prompt_ids"]),
+            tokens: ids(&case["tokens"]),
+            steps: case["steps"]
+                .as_array()
+                .expect("steps")
+                .iter()
+                .map(|step| RecordedStep {
+                    id: step["id"].as_u64().expect("step id") as TokenId,
+                    top: step["top"]
+                        .as_array()
+                        .expect("top")
+                        .iter()
+                        .map(|pair| {
+                            (
+                                pair[0].as_u64().expect("top id") as TokenId,
+                                pair[1].as_f64().expect("top logprob"),
+                            )
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    (json["model"].as_str().unwrap_or("?").to_string(), cases)
+}
+
+/// What one model's comparison found.
+#[derive(Default)]
+struct Summary {
+    cases: usize,
+    identical: usize,
+    near_tie_divergences: usize,
+    /// `(case, step, recorded top-1 and top-2 logprobs)` of divergences that are not near ties.
+    real_divergences: Vec<(String, usize, f64, f64)>,
+    max_top1_delta: f64,
+    max_top5_delta: f64,
+    /// Where the largest top-5 delta was: `(case, step, rank in the recording)`.
+    max_top5_at: Option<(String, usize, usize)>,
+    millis: f64,
+}
+
+fn compare_model(model_file: &str, reference_file: &str) -> Option<Summary> {
+    let model_path = common::model_path(model_file)?;
+    let reference_path = common::reference_dir().join(reference_file);
+    if !reference_path.is_file() {
+        assert!(
+            !common::models_required(),
+            "{} is missing",
+            reference_path.display()
+        );
+        eprintln!("skipping: {} not found", reference_path.display());
+        return None;
+    }
+    let (recorded_model, cases) = read_cases(&reference_path);
+    let started = std::time::Instant::now();
+    let params = ModelParams {
+        n_threads: THREADS,
+        repack: true,
+        ..ModelParams::default()
+    };
+    let model = Arc::new(Model::load(&model_path, params).expect("loading the model"));
+    let longest = cases.iter().map(|c| c.prompt_ids.len()).max().unwrap_or(0);
+    let mut session = model
+        .create_session(SessionParams {
+            n_ctx: (longest + N_STEPS + 1).next_multiple_of(256),
+            n_batch: 512,
+            n_threads: THREADS,
+        })
+        .expect("session");
+    let greedy = InferenceParameters::greedy().with_logprobs(5);
+
+    let mut summary = Summary {
+        cases: cases.len(),
+        ..Summary::default()
+    };
+    println!("\n{model_file} (reference: {recorded_model})");
+    println!(
+        "  {:<24} {:>6} {:>9} {:>10} {:>10}",
+        "case", "prompt", "identical", "Δ top-1", "Δ top-5"
+    );
+    for case in &cases {
+        assert_eq!(case.tokens.len(), N_STEPS, "{}", case.name);
+        assert_eq!(case.steps.len(), N_STEPS, "{}", case.name);
+        // Each case starts from an empty cache, so every prompt is evaluated as recorded: at once.
+        session.truncate(0);
+        let mut ours: Vec<(TokenId, Vec<(TokenId, f32)>)> = Vec::new();
+        session
+            .infer(&case.prompt_ids, N_STEPS, &greedy, |token| {
+                ours.push((token.id, token.logprobs.to_vec()));
+                InferenceFeedback::Continue
+            })
+            .expect("generation");
+        let our_ids: Vec<TokenId> = ours.iter().map(|(id, _)| *id).collect();
+        let first_difference = (0..N_STEPS).find(|&i| our_ids.get(i) != Some(&case.tokens[i]));
+
+        // Log-probability deltas where the context is the same on both sides: every step up to
+        // and including the first difference.
+        let last_compared = first_difference.unwrap_or(N_STEPS - 1);
+        let (mut case_top1, mut case_top5): (f64, f64) = (0.0, 0.0);
+        for (step, (_, our_top)) in ours.iter().enumerate().take(last_compared + 1) {
+            let recorded = &case.steps[step];
+            for (rank, &(id, logprob)) in recorded.top.iter().enumerate() {
+                let Some(&(_, our_logprob)) = our_top.iter().find(|(our_id, _)| *our_id == id)
+                else {
+                    continue;
+                };
+                let delta = (f64::from(our_logprob) - logprob).abs();
+                if rank == 0 {
+                    case_top1 = case_top1.max(delta);
+                }
+                if delta > case_top5 {
+                    case_top5 = delta;
+                    if delta > summary.max_top5_delta {
+                        summary.max_top5_at = Some((case.name.clone(), step, rank));
+                    }
+                }
+                summary.max_top5_delta = summary.max_top5_delta.max(delta);
+            }
+            debug_assert_eq!(recorded.id, case.tokens[step]);
+        }
+        summary.max_top1_delta = summary.max_top1_delta.max(case_top1);
+
+        let verdict = match first_difference {
+            None => {
+                summary.identical += 1;
+                "yes".to_string()
+            }
+            Some(step) => {
+                let top = &case.steps[step].top;
+                let gap = top[0].1 - top[1].1;
+                if gap <= NEAR_TIE {
+                    summary.near_tie_divergences += 1;
+                    format!("tie@{step}")
+                } else {
+                    summary
+                        .real_divergences
+                        .push((case.name.clone(), step, top[0].1, top[1].1));
+                    format!("NO@{step}")
+                }
+            }
+        };
+        println!(
+            "  {:<24} {:>6} {:>9} {:>10.4} {:>10.4}",
+            case.name,
+            case.prompt_ids.len(),
+            verdict,
+            case_top1,
+            case_top5
+        );
+    }
+    summary.millis = started.elapsed().as_secs_f64() * 1000.0;
+    Some(summary)
+}
+
+#[test]
+fn greedy_generation_matches_llama_cpp() {
+    let models = [
+        (
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            "greedy-qwen2.5-coder-0.5b.json",
+        ),
+        (
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "greedy-smollm2-135m.json",
+        ),
+    ];
+    let mut results = Vec::new();
+    for (model_file, reference_file) in models {
+        if let Some(summary) = compare_model(model_file, reference_file) {
+            results.push((model_file, summary));
+        }
+    }
+    if results.is_empty() {
+        return;
+    }
+
+    println!(
+        "\n{:<42} {:>5} {:>9} {:>9} {:>10} {:>10} {:>8}",
+        "model", "cases", "identical", "near-tie", "max Δtop1", "max Δtop5", "seconds"
+    );
+    for (model_file, s) in &results {
+        println!(
+            "{:<42} {:>5} {:>9} {:>9} {:>10.4} {:>10.4} {:>8.1}",
+            model_file,
+            s.cases,
+            s.identical,
+            s.near_tie_divergences,
+            s.max_top1_delta,
+            s.max_top5_delta,
+            s.millis / 1000.0
+        );
+        if let Some((case, step, rank)) = &s.max_top5_at {
+            println!(
+                "  largest top-5 delta: {case}, step {step}, recorded rank {}",
+                rank + 1
+            );
+        }
+        for (what, delta) in [("top-1", s.max_top1_delta), ("top-5", s.max_top5_delta)] {
+            if delta > MAX_LOGPROB_DELTA {
+                println!(
+                    "  note: {what} delta {delta:.4} exceeds {MAX_LOGPROB_DELTA} (reported, not asserted)"
+                );
+            }
+        }
+    }
+
+    for (model_file, s) in &results {
+        let share = s.identical as f64 / s.cases as f64;
+        let verdict = format!(
+            "{model_file}: {} of {} cases identical ({:.0}%, need {:.0}%); divergences that are not near ties (case, step, recorded top-1, top-2): {:?}",
+            s.identical,
+            s.cases,
+            share * 100.0,
+            MIN_IDENTICAL_SHARE * 100.0,
+            s.real_divergences
+        );
+        if !ASSERTED_MODELS.contains(model_file) {
+            // Known gap (see the module documentation): reported, not asserted.
+            println!("  not asserted: {verdict}");
+            continue;
+        }
+        assert!(
+            share >= MIN_IDENTICAL_SHARE && s.real_divergences.is_empty(),
+            "{verdict}"
+        );
+    }
+}

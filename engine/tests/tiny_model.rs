@@ -1,0 +1,394 @@
+//! Hermetic loading tests on the tiny random-weight models of [`lmrs::tiny`]: sizes reported by
+//! `info()`, the byte-level BPE vocabulary, and the errors `Model::load` gives for unsupported
+//! architectures, wrong or missing tensors, bad hyperparameters and corrupted or truncated files
+//! (errors, never panics).
+
+mod tiny_support;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Arc;
+
+use lmrs::gguf::GgufFile;
+use lmrs::tiny::{self, tiny_model_bytes, tiny_model_writer, TinyArch};
+use lmrs::{LoadError, Model, ModelParams, SessionParams};
+use tiny_support::{load_tiny, model_params, TempDir, CODE_PROMPT, SEED};
+
+/// `Model` is shared between threads as `Arc<Model>`; sessions move between threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    const fn assert_send<T: Send>() {}
+    assert_send_sync::<Model>();
+    assert_send_sync::<Arc<Model>>();
+    assert_send::<lmrs::Session>();
+};
+
+fn load_bytes(dir: &TempDir, name: &str, bytes: &[u8]) -> Result<Model, LoadError> {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("writing a test model");
+    Model::load(&path, model_params())
+}
+
+/// Offset of the tensor-info entry of `name`: its length-prefixed name in the header.
+fn tensor_info_offset(bytes: &[u8], name: &str) -> usize {
+    let mut needle = (name.len() as u64).to_le_bytes().to_vec();
+    needle.extend_from_slice(name.as_bytes());
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .unwrap_or_else(|| panic!("tensor {name} not in the header"))
+}
+
+/// Renames tensor `name` in place to a name of the same length (so the file stays valid).
+fn rename_tensor(bytes: &mut [u8], name: &str) {
+    let at = tensor_info_offset(bytes, name) + 8 + name.len() - 1;
+    bytes[at] = b'X';
+}
+
+/// Rewrites the dimensions of 2-D tensor `name` in place.
+fn set_tensor_dims(bytes: &mut [u8], name: &str, dims: [u64; 2]) {
+    let at = tensor_info_offset(bytes, name) + 8 + name.len();
+    assert_eq!(
+        u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()),
+        2,
+        "{name} is not 2-D"
+    );
+    bytes[at + 4..at + 12].copy_from_slice(&dims[0].to_le_bytes());
+    bytes[at + 12..at + 20].copy_from_slice(&dims[1].to_le_bytes());
+}
+
+#[test]
+fn tiny_models_load_with_the_right_sizes() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let info = tiny.model.info();
+        assert_eq!(info.architecture, arch.name());
+        assert_eq!(info.name.as_deref(), Some(format!("tiny-{arch}").as_str()));
+        assert_eq!(info.path, tiny.path);
+        assert_eq!(info.file_size, std::fs::metadata(&tiny.path).unwrap().len());
+        assert_eq!(info.n_ctx_train, tiny::N_CTX_TRAIN);
+        assert_eq!(info.n_embd, tiny::N_EMBD);
+        assert_eq!(info.n_layer, tiny::N_LAYER);
+        assert_eq!(info.n_head, tiny::N_HEAD);
+        assert_eq!(info.n_head_kv, tiny::N_HEAD_KV);
+        assert_eq!(info.head_dim, tiny::HEAD_DIM);
+        assert_eq!(info.n_vocab, tiny.model.tokenizer().vocab_size());
+        assert!(
+            info.n_vocab > 256 + 200,
+            "{arch}: vocabulary of {}",
+            info.n_vocab
+        );
+
+        // Parameters: embeddings (+ output for llama), 7 matrices, 2 norms (+ 3 biases) per layer.
+        let (n_embd, n_ff, n_vocab) = (tiny::N_EMBD as u64, tiny::N_FF as u64, info.n_vocab as u64);
+        let n_kv = (tiny::N_HEAD_KV * tiny::HEAD_DIM) as u64;
+        let per_layer = 2 * n_embd * n_embd + 2 * n_embd * n_kv + 3 * n_embd * n_ff + 2 * n_embd;
+        let biases = if arch == TinyArch::Qwen2 {
+            n_embd + 2 * n_kv
+        } else {
+            0
+        };
+        let output = if arch == TinyArch::Llama {
+            n_embd * n_vocab
+        } else {
+            0
+        };
+        let expected =
+            n_embd * n_vocab + output + n_embd + tiny::N_LAYER as u64 * (per_layer + biases);
+        assert_eq!(info.n_params, expected, "{arch}");
+
+        let types: Vec<&str> = info.tensor_types.iter().map(|(t, _)| t.as_str()).collect();
+        for expected in ["f16", "f32", "q8_0"] {
+            assert!(types.contains(&expected), "{arch}: tensor types {types:?}");
+        }
+    }
+}
+
+#[test]
+fn tiny_models_are_reproducible_per_seed() {
+    for arch in TinyArch::ALL {
+        assert_eq!(tiny_model_bytes(arch, SEED), tiny_model_bytes(arch, SEED));
+        assert_ne!(
+            tiny_model_bytes(arch, SEED),
+            tiny_model_bytes(arch, SEED + 1)
+        );
+    }
+}
+
+#[test]
+fn tiny_vocabulary_is_a_working_byte_level_bpe() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let tokenizer = tiny.model.tokenizer();
+        let ids = tokenizer.encode(CODE_PROMPT, false);
+        assert_eq!(tokenizer.decode(&ids), CODE_PROMPT, "{arch}: round trip");
+        assert!(
+            ids.len() * 2 < CODE_PROMPT.len(),
+            "{arch}: {} tokens for {} bytes: merges do not apply",
+            ids.len(),
+            CODE_PROMPT.len()
+        );
+        // Whole keywords and indentation are single tokens.
+        for (text, expected_pieces) in
+            [("def", vec!["def"]), ("    return", vec!["ĠĠĠ", "Ġreturn"])]
+        {
+            let pieces: Vec<&str> = tokenizer
+                .encode(text, false)
+                .into_iter()
+                .map(|id| tokenizer.token_text(id).unwrap())
+                .collect();
+            assert_eq!(pieces, expected_pieces, "{arch}: {text:?}");
+        }
+        // Arbitrary bytes (non-ASCII, control characters) still round-trip through byte tokens.
+        let odd = "naïve → 🦀\t\u{1}é";
+        assert_eq!(
+            tokenizer.decode(&tokenizer.encode(odd, false)),
+            odd,
+            "{arch}"
+        );
+
+        // Control tokens: parsed only when asked, decoded to nothing, ending generation where due.
+        let fim = tokenizer.fim();
+        let (prefix, suffix, middle, pad) = (
+            fim.prefix.expect("fim prefix"),
+            fim.suffix.expect("fim suffix"),
+            fim.middle.expect("fim middle"),
+            fim.pad.expect("fim pad"),
+        );
+        let prefix_text = tokenizer.token_text(prefix).unwrap().to_string();
+        assert_eq!(tokenizer.encode(&prefix_text, true), vec![prefix], "{arch}");
+        assert!(tokenizer.encode(&prefix_text, false).len() > 1, "{arch}");
+        assert!(tokenizer.is_control(prefix) && tokenizer.is_control(suffix));
+        assert!(tokenizer.is_control(middle));
+        assert_eq!(tokenizer.token_bytes(prefix), b"");
+        let eos = tokenizer.eos().expect("eos");
+        assert_eq!(tokenizer.token_text(eos), Some("<|endoftext|>"));
+        assert!(tokenizer.is_end_of_generation(eos));
+        assert!(tokenizer.is_end_of_generation(pad));
+        assert!(!tokenizer.is_end_of_generation(prefix));
+        assert!(fim.file_separator.is_some(), "{arch}");
+        match arch {
+            TinyArch::Qwen2 => {
+                assert_eq!(prefix_text, "<|fim_prefix|>");
+                assert!(fim.repo_name.is_some());
+                assert!(!tokenizer.add_bos());
+            }
+            TinyArch::Llama => {
+                assert_eq!(prefix_text, "<fim_prefix>");
+                assert!(tokenizer.add_bos());
+                assert_eq!(tokenizer.bos(), Some(0));
+            }
+        }
+    }
+}
+
+#[test]
+fn unsupported_architecture_lists_the_supported_ones() {
+    let dir = TempDir::new("unsupported");
+    let mut writer = tiny_model_writer(TinyArch::Qwen2, SEED);
+    writer.add_string("general.architecture", "mamba");
+    let error = load_bytes(&dir, "mamba.gguf", &writer.to_bytes()).unwrap_err();
+    match &error {
+        LoadError::UnsupportedArchitecture { path, architecture } => {
+            assert_eq!(architecture, "mamba");
+            assert_eq!(path, &dir.join("mamba.gguf"));
+        }
+        other => panic!("expected UnsupportedArchitecture, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("mamba") && message.contains("qwen2") && message.contains("llama"),
+        "{message}"
+    );
+
+    let mut writer = tiny_model_writer(TinyArch::Llama, SEED);
+    writer.add_string("general.architecture", "");
+    let error = load_bytes(&dir, "empty.gguf", &writer.to_bytes()).unwrap_err();
+    assert!(
+        matches!(error, LoadError::UnsupportedArchitecture { .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn wrong_shape_names_the_tensor() {
+    let dir = TempDir::new("shape");
+    for arch in TinyArch::ALL {
+        let mut bytes = tiny_model_bytes(arch, SEED);
+        // Same element count and byte size, transposed: the file is valid, the shape is not.
+        set_tensor_dims(
+            &mut bytes,
+            "blk.1.ffn_up.weight",
+            [tiny::N_FF as u64, tiny::N_EMBD as u64],
+        );
+        let error = load_bytes(&dir, &format!("{arch}-shape.gguf"), &bytes).unwrap_err();
+        match &error {
+            LoadError::WrongShape {
+                name,
+                actual,
+                expected,
+            } => {
+                assert_eq!(name, "blk.1.ffn_up.weight");
+                assert_eq!(actual, &vec![tiny::N_FF as u64, tiny::N_EMBD as u64]);
+                assert_eq!(expected, &vec![tiny::N_EMBD as u64, tiny::N_FF as u64]);
+            }
+            other => panic!("{arch}: expected WrongShape, got {other:?}"),
+        }
+        assert!(error.to_string().contains("blk.1.ffn_up.weight"), "{error}");
+    }
+}
+
+#[test]
+fn missing_tensors_are_named() {
+    let dir = TempDir::new("missing");
+    let cases: &[(TinyArch, &str)] = &[
+        (TinyArch::Qwen2, "blk.1.ffn_up.weight"),
+        (TinyArch::Qwen2, "blk.0.attn_k.bias"),
+        (TinyArch::Qwen2, "output_norm.weight"),
+        (TinyArch::Llama, "blk.0.attn_q.weight"),
+        (TinyArch::Llama, "token_embd.weight"),
+    ];
+    for (i, &(arch, name)) in cases.iter().enumerate() {
+        let mut bytes = tiny_model_bytes(arch, SEED);
+        rename_tensor(&mut bytes, name);
+        let error = load_bytes(&dir, &format!("missing-{i}.gguf"), &bytes).unwrap_err();
+        match &error {
+            LoadError::MissingTensor { name: missing } => assert_eq!(missing, name, "{arch}"),
+            other => panic!("{arch} without {name}: expected MissingTensor, got {other:?}"),
+        }
+    }
+    // Llama without `output.weight` falls back to tied embeddings and still loads.
+    let mut bytes = tiny_model_bytes(TinyArch::Llama, SEED);
+    rename_tensor(&mut bytes, "output.weight");
+    load_bytes(&dir, "tied.gguf", &bytes).expect("tied embeddings");
+}
+
+#[test]
+fn bad_hyperparameters_are_errors() {
+    let dir = TempDir::new("hparams");
+    // A layer more than the file has: its tensors are missing.
+    let mut writer = tiny_model_writer(TinyArch::Qwen2, SEED);
+    writer.add_u32("qwen2.block_count", 3);
+    let error = load_bytes(&dir, "layers.gguf", &writer.to_bytes()).unwrap_err();
+    assert!(
+        matches!(&error, LoadError::MissingTensor { name } if name.starts_with("blk.2.")),
+        "{error:?}"
+    );
+    // KV heads that do not divide the heads.
+    let mut writer = tiny_model_writer(TinyArch::Llama, SEED);
+    writer.add_u32("llama.attention.head_count_kv", 3);
+    let error = load_bytes(&dir, "heads.gguf", &writer.to_bytes()).unwrap_err();
+    assert!(
+        matches!(error, LoadError::InvalidHyperparameter { .. }),
+        "{error:?}"
+    );
+    // A size of the wrong type.
+    let mut writer = tiny_model_writer(TinyArch::Llama, SEED);
+    writer.add_string("llama.embedding_length", "64");
+    let error = load_bytes(&dir, "type.gguf", &writer.to_bytes()).unwrap_err();
+    assert!(
+        matches!(&error, LoadError::MissingMetadata { key, .. } if key == "llama.embedding_length"),
+        "{error:?}"
+    );
+    // Another feed-forward width than the tensors have.
+    let mut writer = tiny_model_writer(TinyArch::Qwen2, SEED);
+    writer.add_u32("qwen2.feed_forward_length", 256);
+    let error = load_bytes(&dir, "width.gguf", &writer.to_bytes()).unwrap_err();
+    assert!(
+        matches!(&error, LoadError::WrongShape { name, .. } if name == "blk.0.ffn_gate.weight"),
+        "{error:?}"
+    );
+    // An unknown tokenizer.
+    let mut writer = tiny_model_writer(TinyArch::Qwen2, SEED);
+    writer.add_string("tokenizer.ggml.pre", "no-such-pre-tokenizer");
+    let error = load_bytes(&dir, "pre.gguf", &writer.to_bytes()).unwrap_err();
+    assert!(matches!(error, LoadError::Tokenizer(_)), "{error:?}");
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    let dir = TempDir::new("nofile");
+    let error = Model::load(dir.join("nothing.gguf"), ModelParams::default()).unwrap_err();
+    assert!(matches!(error, LoadError::Gguf { .. }), "{error:?}");
+    assert!(error.to_string().contains("nothing.gguf"), "{error}");
+}
+
+/// Loads `bytes` and, if that works, evaluates a few tokens; reports a panic as an error message.
+fn load_and_run(path: &Path, bytes: &[u8]) -> Result<bool, String> {
+    std::fs::write(path, bytes).unwrap();
+    catch_unwind(AssertUnwindSafe(|| {
+        match Model::load(path, model_params()) {
+            Err(_) => false,
+            Ok(model) => {
+                let model = Arc::new(model);
+                let params = SessionParams {
+                    n_ctx: 16,
+                    n_batch: 4,
+                    n_threads: 1,
+                };
+                if let Ok(mut session) = model.create_session(params) {
+                    let _ = session.feed(&[1, 2, 3, 4, 5]);
+                }
+                true
+            }
+        }
+    }))
+    .map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    })
+}
+
+#[test]
+fn truncated_files_are_errors_not_panics() {
+    let dir = TempDir::new("truncated");
+    let path = dir.join("truncated.gguf");
+    for arch in TinyArch::ALL {
+        let bytes = tiny_model_bytes(arch, SEED);
+        // The end of the last tensor's data: what follows is alignment padding, which may go.
+        let file = GgufFile::from_bytes(bytes.clone()).unwrap();
+        let data_end = file
+            .tensors()
+            .iter()
+            .map(|t| t.offset + t.size)
+            .max()
+            .unwrap() as usize;
+        assert_eq!(load_and_run(&path, &bytes[..data_end]), Ok(true), "{arch}");
+        // Every few bytes in the header, then through the tensor data, and one byte short.
+        let header_cuts = (0..file.data_offset() as usize).step_by(61);
+        let data_cuts = (file.data_offset() as usize..data_end).step_by(data_end / 40);
+        for cut in header_cuts.chain(data_cuts).chain([data_end - 1]) {
+            match load_and_run(&path, &bytes[..cut]) {
+                Ok(false) => {}
+                Ok(true) => panic!("{arch}: a file cut at {cut} of {data_end} bytes loaded"),
+                Err(message) => panic!("{arch}: cut at {cut}: panicked: {message}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn corrupted_headers_never_panic() {
+    let dir = TempDir::new("corrupted");
+    let path = dir.join("corrupted.gguf");
+    for arch in TinyArch::ALL {
+        let bytes = tiny_model_bytes(arch, SEED);
+        let header_len = tensor_info_offset(&bytes, "output_norm.weight") + 64;
+        let (mut loaded, mut rejected) = (0, 0);
+        // Deterministic positions all over the header: flip every bit of the byte, or set it to 0xFF.
+        for (i, at) in (0..header_len).step_by(37).enumerate() {
+            let mut corrupted = bytes.clone();
+            corrupted[at] = if i % 2 == 0 { !corrupted[at] } else { 0xFF };
+            match load_and_run(&path, &corrupted) {
+                Ok(true) => loaded += 1,
+                Ok(false) => rejected += 1,
+                Err(message) => panic!("{arch}: byte {at} corrupted: panicked: {message}"),
+            }
+        }
+        eprintln!("{arch}: corrupted headers: {loaded} still loaded, {rejected} rejected");
+        assert!(rejected > 0, "{arch}: no corruption was detected");
+    }
+}

@@ -1,0 +1,668 @@
+//! Hermetic session tests on the tiny random-weight models of [`lmrs::tiny`]: prefix reuse gives the
+//! same logits as evaluating from scratch, truncation, forks, deterministic greedy and seeded
+//! generation, stop conditions, token healing, cancellation, error cases, and sessions on one model
+//! in several threads.
+//!
+//! Where the same batches are evaluated (the cache reused with the same chunk boundaries as a fresh
+//! evaluation, forks, threads) logits are compared bit for bit: this is what "prefix reuse is exact"
+//! means. Logits of the same tokens evaluated with other batch shapes are compared within
+//! [`tiny_support::BATCH_SHAPE_TOLERANCE`]; see there why GGML does not give identical (or 1e-4
+//! close) results for them.
+
+mod tiny_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lmrs::tiny::TinyArch;
+use lmrs::{
+    CancelFlag, InferError, InferenceFeedback, InferenceParameters, InferenceStats, Model,
+    ModelParams, Session, SessionParams, StopReason, TokenId,
+};
+use tiny_support::{
+    assert_logits_close, assert_logits_equal, code_tokens, load_tiny, load_tiny_with, session, SEED,
+};
+
+/// What one generation produced.
+#[derive(Debug, PartialEq)]
+struct Generation {
+    ids: Vec<TokenId>,
+    text: String,
+    logprobs: Vec<Vec<(TokenId, f32)>>,
+}
+
+fn generate(
+    session: &mut Session,
+    prompt: &[TokenId],
+    max_tokens: usize,
+    params: &InferenceParameters,
+) -> (Generation, InferenceStats) {
+    let mut generation = Generation {
+        ids: Vec::new(),
+        text: String::new(),
+        logprobs: Vec::new(),
+    };
+    let stats = session
+        .infer(prompt, max_tokens, params, |token| {
+            generation.ids.push(token.id);
+            generation.text.push_str(token.text);
+            generation.logprobs.push(token.logprobs.to_vec());
+            InferenceFeedback::Continue
+        })
+        .expect("generation");
+    (generation, stats)
+}
+
+/// Logits after feeding `feeds` one after the other to a fresh session with batches of `n_batch`.
+fn logits_after(model: &Arc<Model>, n_batch: usize, feeds: &[&[TokenId]]) -> Vec<f32> {
+    let mut s = session(model, 512, n_batch);
+    for feed in feeds {
+        s.feed(feed).expect("feed");
+    }
+    s.logits().expect("logits").to_vec()
+}
+
+#[test]
+fn prefix_reuse_is_exact() {
+    const N_BATCH: usize = 8;
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let model = &tiny.model;
+        let prompt = code_tokens(model);
+        let n = prompt.len();
+        assert!(n > 3 * N_BATCH, "{arch}: prompt of {n} tokens");
+
+        // Fresh: the prompt in batches of 8.
+        let mut fresh = session(model, 256, N_BATCH);
+        let stats = fresh.feed(&prompt).unwrap();
+        assert_eq!((stats.reused, stats.evaluated), (0, n), "{arch}");
+        assert_eq!(fresh.tokens(), &prompt[..]);
+        let reference = fresh.logits().unwrap().to_vec();
+        assert_eq!(reference.len(), model.info().n_vocab);
+        assert!(reference.iter().all(|l| l.is_finite()));
+
+        // A shared prefix (two whole batches), a different continuation, then back to the real
+        // prompt: the continuation is evaluated with the same batch boundaries as the fresh feed,
+        // so the logits must be identical.
+        let shared = 2 * N_BATCH;
+        let mut detour: Vec<TokenId> = prompt[..shared].to_vec();
+        detour.extend(
+            model
+                .tokenizer()
+                .encode(" other = {'a': 1}\nprint(other)\n", false),
+        );
+        assert_ne!(detour[shared], prompt[shared]);
+        let mut rewound = session(model, 256, N_BATCH);
+        let stats = rewound.feed(&detour).unwrap();
+        assert_eq!((stats.reused, stats.evaluated), (0, detour.len()));
+        let stats = rewound.feed(&prompt).unwrap();
+        assert_eq!(
+            (stats.reused, stats.evaluated),
+            (shared, n - shared),
+            "{arch}"
+        );
+        assert_eq!(rewound.tokens(), &prompt[..]);
+        assert_logits_equal(
+            rewound.logits().unwrap(),
+            &reference,
+            &format!("{arch}: rewound"),
+        );
+
+        // The same prompt again: nothing to evaluate, the same logits.
+        let stats = rewound.feed(&prompt).unwrap();
+        assert_eq!((stats.reused, stats.evaluated), (n, 0), "{arch}");
+        assert_logits_equal(
+            rewound.logits().unwrap(),
+            &reference,
+            &format!("{arch}: again"),
+        );
+
+        // A prefix of the cached tokens: its last token is evaluated again, alone, for its logits.
+        let k = 3 * N_BATCH + 1;
+        let stats = rewound.feed(&prompt[..k]).unwrap();
+        assert_eq!((stats.reused, stats.evaluated), (k - 1, 1), "{arch}");
+        let expected = logits_after(model, N_BATCH, &[&prompt[..k - 1], &prompt[..k]]);
+        assert_logits_equal(
+            rewound.logits().unwrap(),
+            &expected,
+            &format!("{arch}: prefix"),
+        );
+
+        // Extending the cache evaluates only the new tokens.
+        let stats = rewound.feed(&prompt).unwrap();
+        assert_eq!((stats.reused, stats.evaluated), (k, n - k), "{arch}");
+        let expected = logits_after(model, N_BATCH, &[&prompt[..k - 1], &prompt[..k], &prompt]);
+        assert_logits_equal(
+            rewound.logits().unwrap(),
+            &expected,
+            &format!("{arch}: extended"),
+        );
+        assert_logits_close(
+            rewound.logits().unwrap(),
+            &reference,
+            &format!("{arch}: extended"),
+        );
+    }
+}
+
+#[test]
+fn batch_shapes_give_close_logits() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let model = &tiny.model;
+        let prompt = code_tokens(model);
+        // 200 tokens: some batches are evaluated with GGML's tiled attention (64+ queries).
+        let long: Vec<TokenId> = prompt.iter().copied().cycle().take(200).collect();
+        let mut worst: f32 = 0.0;
+        for tokens in [&prompt[..], &long[..]] {
+            let whole = logits_after(model, 512, &[tokens]);
+            for n_batch in [1, 3, 7, 64] {
+                let batched = logits_after(model, n_batch, &[tokens]);
+                let what = format!("{arch}: {} tokens, n_batch {n_batch}", tokens.len());
+                worst = worst.max(assert_logits_close(&batched, &whole, &what));
+            }
+        }
+        eprintln!("{arch}: largest logit difference between batch shapes: {worst:e}");
+    }
+}
+
+#[test]
+fn weights_give_the_same_logits_repacked_or_mapped() {
+    for arch in TinyArch::ALL {
+        let repacked = load_tiny(arch);
+        let mapped = load_tiny_with(
+            arch,
+            SEED,
+            ModelParams {
+                n_threads: 2,
+                repack: false,
+                ..ModelParams::default()
+            },
+        );
+        assert_eq!(mapped.model.info().repacked_bytes, 0);
+        let prompt = code_tokens(&repacked.model);
+        for n_batch in [1, 512] {
+            assert_logits_close(
+                &logits_after(&mapped.model, n_batch, &[&prompt]),
+                &logits_after(&repacked.model, n_batch, &[&prompt]),
+                &format!("{arch}: mapped vs repacked, n_batch {n_batch}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn truncate_forgets_the_tail() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let prompt = code_tokens(&tiny.model);
+        let n = prompt.len();
+        let mut s = session(&tiny.model, 256, 8);
+        s.feed(&prompt).unwrap();
+        let reference = s.logits().unwrap().to_vec();
+        s.truncate(n); // Not shorter: nothing changes.
+        assert_eq!(s.tokens().len(), n);
+        assert!(s.logits().is_some());
+        s.truncate(16);
+        assert_eq!(s.tokens(), &prompt[..16]);
+        assert!(s.logits().is_none(), "{arch}: logits of a forgotten token");
+        // Cut at a batch boundary: the tail is evaluated in the same batches as before.
+        let stats = s.feed(&prompt).unwrap();
+        assert_eq!((stats.reused, stats.evaluated), (16, n - 16), "{arch}");
+        assert_logits_equal(
+            s.logits().unwrap(),
+            &reference,
+            &format!("{arch}: truncated"),
+        );
+        s.truncate(0);
+        assert!(s.tokens().is_empty());
+        let stats = s.feed(&prompt).unwrap();
+        assert_eq!((stats.reused, stats.evaluated), (0, n));
+        assert_logits_equal(s.logits().unwrap(), &reference, &format!("{arch}: emptied"));
+    }
+}
+
+#[test]
+fn forks_continue_like_the_original() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let prompt = code_tokens(&tiny.model);
+        let params = InferenceParameters::greedy().with_logprobs(3);
+        let mut original = session(&tiny.model, 256, 512);
+        original.feed(&prompt).unwrap();
+
+        let mut forked = original.fork().unwrap();
+        let mut cloned = original.clone();
+        for copy in [&forked, &cloned] {
+            assert_eq!(copy.tokens(), original.tokens());
+            assert_eq!(copy.logits(), original.logits());
+            assert_eq!(copy.n_ctx(), original.n_ctx());
+        }
+        // Generating on the copies does not touch the original's cache.
+        let (from_fork, stats) = generate(&mut forked, &prompt, 16, &params);
+        assert_eq!(
+            (stats.prompt.reused, stats.prompt.evaluated),
+            (prompt.len(), 0)
+        );
+        let (from_clone, _) = generate(&mut cloned, &prompt, 16, &params);
+        let (from_original, stats) = generate(&mut original, &prompt, 16, &params);
+        assert_eq!(
+            (stats.prompt.reused, stats.prompt.evaluated),
+            (prompt.len(), 0)
+        );
+        assert_eq!(from_fork, from_original, "{arch}: fork");
+        assert_eq!(from_clone, from_original, "{arch}: clone");
+        assert_eq!(from_original.ids.len(), 16);
+
+        // Forked mid-generation, both sides continue identically.
+        let mut continued = original.fork().unwrap();
+        let mut next = prompt.clone();
+        next.extend(&from_original.ids);
+        let (a, _) = generate(&mut original, &next, 8, &params);
+        let (b, _) = generate(&mut continued, &next, 8, &params);
+        assert_eq!(a, b, "{arch}: forked after generating");
+    }
+}
+
+#[test]
+fn greedy_generation_is_deterministic() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let model = &tiny.model;
+        let params = InferenceParameters::greedy().with_logprobs(5);
+        let prompt = code_tokens(model);
+        let (first, stats) = generate(&mut session(model, 256, 512), &prompt, 24, &params);
+        assert_eq!(stats.generated, 24);
+        assert_eq!(stats.stop, StopReason::MaxTokens);
+        let (second, _) = generate(&mut session(model, 256, 512), &prompt, 24, &params);
+        assert_eq!(first, second, "{arch}");
+        // Greedy picks the most likely token; log-probabilities are sorted and normalised.
+        for (id, top) in first.ids.iter().zip(&first.logprobs) {
+            assert_eq!(top.len(), 5);
+            assert_eq!(top[0].0, *id, "{arch}");
+            assert!(top.windows(2).all(|w| w[0].1 >= w[1].1));
+            assert!(top.iter().all(|&(_, lp)| lp <= 0.0));
+        }
+        // The streamed text is the decoded tokens; the tiny models write printable ASCII.
+        assert_eq!(first.text, model.tokenizer().decode(&first.ids));
+        assert!(!first.text.is_empty());
+        // A text prompt gives what its tokens give.
+        let mut by_text = Generation {
+            ids: Vec::new(),
+            text: String::new(),
+            logprobs: Vec::new(),
+        };
+        session(model, 256, 512)
+            .infer(tiny_support::CODE_PROMPT, 24, &params, |token| {
+                by_text.ids.push(token.id);
+                by_text.text.push_str(token.text);
+                by_text.logprobs.push(token.logprobs.to_vec());
+                InferenceFeedback::Continue
+            })
+            .unwrap();
+        assert_eq!(by_text, first, "{arch}: text prompt");
+        // Different weights, different text.
+        let other = load_tiny_with(arch, SEED + 1, tiny_support::model_params());
+        let (different, _) = generate(&mut session(&other.model, 256, 512), &prompt, 24, &params);
+        assert_ne!(different.ids, first.ids, "{arch}: seed ignored");
+    }
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let model = &tiny.model;
+        let prompt = code_tokens(model);
+        let params = InferenceParameters::default().with_seed(7);
+        let (a, _) = generate(&mut session(model, 256, 512), &prompt, 32, &params);
+        let (b, _) = generate(&mut session(model, 256, 512), &prompt, 32, &params);
+        assert_eq!(a, b, "{arch}: same seed");
+        let (c, _) = generate(
+            &mut session(model, 256, 512),
+            &prompt,
+            32,
+            &params.clone().with_seed(8),
+        );
+        assert_ne!(a.ids, c.ids, "{arch}: another seed");
+        let greedy = InferenceParameters::greedy();
+        let (g, _) = generate(&mut session(model, 256, 512), &prompt, 32, &greedy);
+        assert_ne!(
+            a.ids, g.ids,
+            "{arch}: sampling at temperature 0.8 is greedy"
+        );
+    }
+}
+
+#[test]
+fn generation_stops_where_asked() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let model = &tiny.model;
+        let prompt = code_tokens(model);
+        let mut s = session(model, 256, 512);
+        let greedy = InferenceParameters::greedy();
+
+        // max_tokens, including none at all.
+        for max_tokens in [0, 1, 5] {
+            let (generation, stats) = generate(&mut s, &prompt, max_tokens, &greedy);
+            assert_eq!(generation.ids.len(), max_tokens, "{arch}");
+            assert_eq!(
+                (stats.generated, stats.stop),
+                (max_tokens, StopReason::MaxTokens)
+            );
+        }
+
+        // A stop string taken from the middle of the greedy text.
+        let (full, _) = generate(&mut s, &prompt, 32, &greedy);
+        let pieces: Vec<String> = full
+            .ids
+            .iter()
+            .map(|&id| String::from_utf8_lossy(model.tokenizer().token_bytes(id)).into_owned())
+            .collect();
+        let start = pieces[..6].concat().len();
+        let stop: String = full.text[start..].chars().take(3).collect();
+        assert_eq!(
+            stop.len(),
+            3,
+            "{arch}: greedy text {:?} too short",
+            full.text
+        );
+        let params = InferenceParameters::greedy().with_stop_strings([stop.clone()]);
+        let (stopped, stats) = generate(&mut s, &prompt, 32, &params);
+        assert_eq!(stats.stop, StopReason::StopString, "{arch}");
+        assert!(stopped.text.contains(&stop));
+        let before_last = model
+            .tokenizer()
+            .decode(&stopped.ids[..stopped.ids.len() - 1]);
+        assert!(
+            !before_last.contains(&stop),
+            "{arch}: did not stop at the first {stop:?}"
+        );
+        assert_eq!(stopped.ids[..], full.ids[..stopped.ids.len()]);
+
+        // The callback halts.
+        let mut count = 0;
+        let stats = s
+            .infer(&prompt, 32, &greedy, |_| {
+                count += 1;
+                if count == 3 {
+                    InferenceFeedback::Halt
+                } else {
+                    InferenceFeedback::Continue
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            (stats.generated, stats.stop),
+            (3, StopReason::Halted),
+            "{arch}"
+        );
+
+        // A full context.
+        let mut small = session(model, 32, 512);
+        let (generation, stats) = generate(&mut small, &prompt[..20], 100, &greedy);
+        assert_eq!(stats.stop, StopReason::ContextFull, "{arch}");
+        assert_eq!(generation.ids.len(), 32 - 20 + 1, "{arch}");
+        assert_eq!(small.tokens().len(), 32);
+    }
+}
+
+#[test]
+fn required_prefix_heals_the_first_tokens() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let model = &tiny.model;
+        let prompt = code_tokens(model);
+        let mut s = session(model, 256, 512);
+        for required in ["r", "ret", " return items", "x = 1\n", "naïve"] {
+            let params = InferenceParameters::greedy().with_required_prefix(required);
+            let (generation, _) = generate(&mut s, &prompt, 12, &params);
+            let bytes: Vec<u8> = generation
+                .ids
+                .iter()
+                .flat_map(|&id| model.tokenizer().token_bytes(id).to_vec())
+                .collect();
+            assert!(
+                bytes.starts_with(required.as_bytes()),
+                "{arch}: generated {:?} does not start with {required:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            // Sampling honours it too.
+            let params = InferenceParameters::default()
+                .with_seed(3)
+                .with_required_prefix(required);
+            let (sampled, _) = generate(&mut s, &prompt, 12, &params);
+            assert!(
+                sampled.text.starts_with(required),
+                "{arch}: sampled {:?}",
+                sampled.text
+            );
+        }
+    }
+}
+
+#[test]
+fn cancellation_stops_work_and_leaves_the_session_usable() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let model = &tiny.model;
+        let prompt = code_tokens(model);
+        let greedy = InferenceParameters::greedy();
+
+        // Cancelled before feeding: nothing is evaluated.
+        let mut s = session(model, 256, 4);
+        let flag = CancelFlag::new();
+        s.set_cancel_flag(flag.clone());
+        flag.cancel();
+        assert!(flag.is_cancelled());
+        assert!(
+            matches!(s.feed(&prompt), Err(InferError::Cancelled)),
+            "{arch}"
+        );
+        assert!(s.tokens().is_empty() && s.logits().is_none());
+        let result = s.infer(&prompt, 8, &greedy, |_| InferenceFeedback::Continue);
+        assert!(matches!(result, Err(InferError::Cancelled)), "{arch}");
+        // A new flag: the session works and equals a fresh one.
+        s.set_cancel_flag(CancelFlag::new());
+        let stats = s.feed(&prompt).unwrap();
+        assert_eq!(stats.evaluated, prompt.len());
+        let fresh = logits_after(model, 4, &[&prompt]);
+        assert_logits_equal(
+            s.logits().unwrap(),
+            &fresh,
+            &format!("{arch}: after cancel"),
+        );
+
+        // Cancelled while generating (from the callback): the next token is not evaluated.
+        let mut s = session(model, 256, 512);
+        let flag = CancelFlag::new();
+        s.set_cancel_flag(flag.clone());
+        let mut seen = 0;
+        let result = s.infer(&prompt, 32, &greedy, |_| {
+            seen += 1;
+            if seen == 3 {
+                flag.cancel();
+            }
+            InferenceFeedback::Continue
+        });
+        assert!(
+            matches!(result, Err(InferError::Cancelled)),
+            "{arch}: {result:?}"
+        );
+        assert_eq!(seen, 3);
+        assert!(s.tokens().starts_with(&prompt));
+        assert!(
+            s.tokens().len() <= prompt.len() + 2,
+            "{arch}: evaluated after the cancel"
+        );
+        // Generating again equals a session that took the same path without a cancel: the prompt
+        // in one batch, then its last token again alone.
+        s.set_cancel_flag(CancelFlag::new());
+        let (after, _) = generate(&mut s, &prompt, 8, &greedy);
+        let mut same_path = session(model, 256, 512);
+        generate(&mut same_path, &prompt, 2, &greedy);
+        let (expected, _) = generate(&mut same_path, &prompt, 8, &greedy);
+        assert_eq!(after, expected, "{arch}: generation after a cancel");
+
+        // Cancelled from another thread while a long prompt is fed in batches of 2. The feed must
+        // outlast the delay; tried again with longer prompts if it does not.
+        let mut cancelled = false;
+        for (attempt, n_tokens) in [(0, 1000), (1, 2000), (2, 4000)] {
+            let long: Vec<TokenId> = prompt.iter().copied().cycle().take(n_tokens).collect();
+            let mut s = session(model, n_tokens, 2);
+            let flag = CancelFlag::new();
+            s.set_cancel_flag(flag.clone());
+            let canceller = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(2 << attempt));
+                flag.cancel();
+            });
+            let result = s.feed(&long);
+            canceller.join().unwrap();
+            match result {
+                Err(InferError::Cancelled) => {}
+                Ok(_) => continue,
+                Err(other) => panic!("{arch}: {other}"),
+            }
+            cancelled = true;
+            let done = s.tokens().len();
+            assert!(done < long.len(), "{arch}: {done} tokens done");
+            assert_eq!(done % 2, 0, "{arch}: cancelled inside a batch of 2");
+            assert_eq!(s.tokens(), &long[..done]);
+            assert!(s.logits().is_none());
+            // Usable again; the batches line up with a fresh feed's, so the logits are identical.
+            s.set_cancel_flag(CancelFlag::new());
+            let target = (done + 10).min(long.len());
+            let stats = s.feed(&long[..target]).unwrap();
+            assert_eq!((stats.reused, stats.evaluated), (done, target - done));
+            let fresh = {
+                let mut fresh = session(model, n_tokens, 2);
+                fresh.feed(&long[..target]).unwrap();
+                fresh.logits().unwrap().to_vec()
+            };
+            let what = format!("{arch}: after a cancelled feed");
+            assert_logits_equal(s.logits().unwrap(), &fresh, &what);
+            break;
+        }
+        assert!(cancelled, "{arch}: the feed was never cancelled");
+    }
+}
+
+#[test]
+fn bad_prompts_are_errors() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let model = &tiny.model;
+        let n_vocab = model.info().n_vocab;
+        let mut s = session(model, 32, 8);
+        let greedy = InferenceParameters::greedy();
+
+        assert!(matches!(s.feed(&[]), Err(InferError::EmptyPrompt)));
+        let empty = s.infer("", 4, &greedy, |_| InferenceFeedback::Continue);
+        if model.tokenizer().add_bos() {
+            // Llama flavour: the prompt is BOS alone.
+            assert_eq!(empty.unwrap().prompt.evaluated, 1, "{arch}");
+        } else {
+            assert!(
+                matches!(empty, Err(InferError::EmptyPrompt)),
+                "{arch}: {empty:?}"
+            );
+        }
+
+        let too_long = vec![5; 33];
+        match s.feed(&too_long) {
+            Err(InferError::PromptTooLong { n_tokens, n_ctx }) => {
+                assert_eq!((n_tokens, n_ctx), (33, 32))
+            }
+            other => panic!("{arch}: expected PromptTooLong, got {other:?}"),
+        }
+        let text = "x = 1\n".repeat(40);
+        let result = s.infer(text.as_str(), 4, &greedy, |_| InferenceFeedback::Continue);
+        assert!(
+            matches!(result, Err(InferError::PromptTooLong { .. })),
+            "{arch}"
+        );
+
+        let invalid = [1, 2, n_vocab as TokenId];
+        match s.feed(&invalid) {
+            Err(InferError::InvalidToken { id, n_vocab: n }) => {
+                assert_eq!((id as usize, n), (n_vocab, n_vocab))
+            }
+            other => panic!("{arch}: expected InvalidToken, got {other:?}"),
+        }
+        let result = s.infer(&[TokenId::MAX][..], 4, &greedy, |_| {
+            InferenceFeedback::Continue
+        });
+        assert!(
+            matches!(result, Err(InferError::InvalidToken { .. })),
+            "{arch}"
+        );
+
+        // Still usable afterwards, and exactly at capacity works.
+        let full: Vec<TokenId> = (0..32).map(|i| 300 + i).collect();
+        let stats = s.feed(&full).unwrap();
+        assert_eq!(stats.reused + stats.evaluated, 32);
+
+        let bad = model.create_session(SessionParams {
+            n_ctx: 0,
+            n_batch: 8,
+            n_threads: 1,
+        });
+        assert!(matches!(bad, Err(InferError::InvalidParams(_))), "{arch}");
+    }
+}
+
+#[test]
+fn fim_prompts_run() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let model = &tiny.model;
+        let tokenizer = model.tokenizer();
+        let fim = tokenizer.fim();
+        let mut prompt = vec![fim.prefix.unwrap()];
+        prompt.extend(tokenizer.encode("def add(a, b):\n    ", false));
+        prompt.push(fim.suffix.unwrap());
+        prompt.extend(tokenizer.encode("\n\nprint(add(1, 2))\n", false));
+        prompt.push(fim.middle.unwrap());
+        let (generation, stats) = generate(
+            &mut session(model, 256, 512),
+            &prompt,
+            8,
+            &InferenceParameters::greedy(),
+        );
+        assert_eq!(stats.prompt.evaluated, prompt.len());
+        assert!(!generation
+            .ids
+            .iter()
+            .any(|&id| tokenizer.is_end_of_generation(id)));
+    }
+}
+
+#[test]
+fn sessions_on_one_model_in_two_threads_agree() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let prompt = Arc::new(code_tokens(&tiny.model));
+        let params = InferenceParameters::greedy().with_logprobs(2);
+        let run = |model: Arc<Model>, prompt: Arc<Vec<TokenId>>, params: InferenceParameters| {
+            std::thread::spawn(move || {
+                let mut s = session(&model, 256, 4);
+                let mut results = Vec::new();
+                for _ in 0..3 {
+                    s.truncate(0);
+                    let (generation, _) = generate(&mut s, &prompt, 16, &params);
+                    results.push(generation);
+                }
+                results
+            })
+        };
+        let a = run(Arc::clone(&tiny.model), Arc::clone(&prompt), params.clone());
+        let b = run(Arc::clone(&tiny.model), Arc::clone(&prompt), params.clone());
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        assert_eq!(a, b, "{arch}: threads disagree");
+        assert!(
+            a.windows(2).all(|w| w[0] == w[1]),
+            "{arch}: repeated runs disagree"
+        );
+    }
+}
