@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of lmrs: builds the workspace, fetches the real models the tests use (cached),
+# runs the Rust tests in release mode (real models are slow in debug builds), then the editor tests.
+#
+# usage: scripts/test.sh
+# env:   LMRS_SHARED_DIR  the shared data/tools folder (default: ../shared next to the checkout)
+#        LMRS_MODEL_DIR   where models are cached (default: models/ in the checkout)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export LMRS_SHARED_DIR=${LMRS_SHARED_DIR:-$(cd "$root/.." && pwd)/shared}
+export LMRS_MODEL_DIR=${LMRS_MODEL_DIR:-$root/models}
+export LMRS_REQUIRE_MODELS=1
+
+echo "== fetching models into $LMRS_MODEL_DIR"
+"$LMRS_SHARED_DIR/fetch-models.sh" "$LMRS_MODEL_DIR" qwen05 smollm2
+
+echo "== cargo fmt / clippy"
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+echo "== cargo test (release)"
+cargo test --release --workspace
+
+if [ -x editors/test.sh ]; then
+  echo "== editor tests"
+  LMRS_BIN="$root/target/release/lmrs" LMRS_MODEL="$LMRS_MODEL_DIR/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" editors/test.sh
+fi
