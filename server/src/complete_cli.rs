@@ -39,7 +39,8 @@ pub struct ConfigArgs {
     /// Prompt tokens after the cursor [default: 256]
     #[arg(long, value_name = "TOKENS")]
     pub suffix_tokens: Option<usize>,
-    /// FIM order: spm (suffix first, keeps the KV cache while typing) or psm [default: spm]
+    /// FIM order: line-psm (prefix to the cursor line's start, suffix, then the cursor line),
+    /// spm (suffix first) or psm (plain prefix-suffix-middle) [default: line-psm]
     #[arg(long, value_parser = parse_order)]
     pub fim_order: Option<FimOrder>,
     /// Single-line suggestions only
@@ -52,9 +53,10 @@ pub struct ConfigArgs {
 
 fn parse_order(s: &str) -> Result<FimOrder, String> {
     match s {
+        "line-psm" | "linepsm" => Ok(FimOrder::LinePsm),
         "spm" => Ok(FimOrder::Spm),
         "psm" => Ok(FimOrder::Psm),
-        _ => Err(format!("unknown FIM order {s:?} (spm or psm)")),
+        _ => Err(format!("unknown FIM order {s:?} (line-psm, spm or psm)")),
     }
 }
 

@@ -27,8 +27,7 @@ pub enum ConfigError {
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
     /// GGUF model file. Default: `$LMRS_MODEL_DIR/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf`, else
-    /// `~/.local/share/lmrs/models/` with that name. `fake:MS` selects the built-in test engine that
-    /// emits one character every MS milliseconds.
+    /// `~/.local/share/lmrs/models/` with that name.
     pub model_path: Option<PathBuf>,
     /// Threads for the engine. Default: the number of CPUs, at most 8.
     pub threads: usize,
@@ -42,7 +41,9 @@ pub struct Config {
     pub prefix_tokens: usize,
     /// Tokens of text after the cursor in the prompt. Default 256.
     pub suffix_tokens: usize,
-    /// FIM order, `spm` or `psm`. Default `spm` (keeps the KV cache across keystrokes).
+    /// FIM order: `line-psm`, `spm` or `psm`. Default `line-psm`: prefix up to the cursor line's
+    /// start, suffix, then the cursor line before the cursor after `<|fim_middle|>` (trained order,
+    /// and typing within a line keeps the KV cache; see docs/prompt.md).
     pub fim_order: FimOrder,
     /// Put Qwen's repo-level header (`<|repo_name|>` workspace folder name, `<|file_sep|>` relative
     /// path) before the FIM part. Default false: with suffix-first order it made Qwen2.5-Coder-0.5B
@@ -75,7 +76,7 @@ impl Default for Config {
             temperature: 0.0,
             prefix_tokens: 768,
             suffix_tokens: 256,
-            fim_order: FimOrder::Spm,
+            fim_order: FimOrder::LinePsm,
             repo_header: false,
             block_lines: 16,
             multiline: true,
@@ -171,6 +172,9 @@ mod tests {
             .merged(&json!({"fimOrder": "psm", "languages": {"rust": false}}))
             .unwrap();
         assert_eq!(c.fim_order, FimOrder::Psm);
+        assert_eq!(Config::default().fim_order, FimOrder::LinePsm);
+        let c = c.merged(&json!({"fimOrder": "line-psm"})).unwrap();
+        assert_eq!(c.fim_order, FimOrder::LinePsm);
         assert_eq!(c.max_tokens, 12, "earlier overrides stay");
         assert!(!c.language_enabled("markdown") && !c.language_enabled("rust"));
         assert_eq!(c.merged(&json!(null)).unwrap(), c);

@@ -2,11 +2,11 @@
 //!
 //! Everything model-specific the server needs is here: tokenizing prompt segments, which FIM tokens
 //! exist, and one generation call on a warm session that reuses the KV cache's common prefix. The
-//! real implementation adapts the `lmrs` engine crate (`lmrs_engine.rs`); [`FakeEngine`] is a deterministic stand-in (`--model fake:MS`) that lets
-//! the protocol, cancellation and supersession be tested end to end without model files.
+//! implementation adapts the `lmrs` engine crate (`lmrs_engine.rs`). There is no mock engine: tests
+//! run the real engine on tiny random-weight models written by `lmrs::tiny`.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::generation::Step;
 use super::prompt::{FimSupport, FimToken, Segment};
@@ -139,7 +139,7 @@ pub trait CompletionEngine: Send {
 /// What to load.
 #[derive(Clone, Debug)]
 pub struct LoadParams {
-    /// Model file, or `fake:MS`.
+    /// Model file.
     pub path: std::path::PathBuf,
     /// Engine threads.
     pub threads: usize,
@@ -147,108 +147,10 @@ pub struct LoadParams {
     pub context_size: usize,
 }
 
-/// Loads the engine for `params.path` (a `fake:MS` path gives the [`FakeEngine`]).
+/// Loads the engine for `params.path`.
 pub fn load(params: &LoadParams) -> Result<Box<dyn CompletionEngine>, EngineError> {
-    let path = params.path.to_string_lossy();
-    if let Some(ms) = path.strip_prefix("fake:") {
-        let ms = ms.parse().unwrap_or(0);
-        return Ok(Box::new(FakeEngine::new(Duration::from_millis(ms))));
-    }
     if !Path::new(&params.path).is_file() {
-        return Err(EngineError::NotFound(path.into_owned()));
+        return Err(EngineError::NotFound(params.path.display().to_string()));
     }
-    load_real(params)
-}
-
-fn load_real(params: &LoadParams) -> Result<Box<dyn CompletionEngine>, EngineError> {
     Ok(Box::new(super::lmrs_engine::LmrsEngine::load(params)?))
-}
-
-/// Deterministic test engine: one token per character, FIM tokens at ids 1–5, and a scripted
-/// completion (`fake_completion(n)` lines) emitted one character per `delay`. It tracks KV reuse
-/// like a real session so statistics and caching paths can be tested.
-#[derive(Debug)]
-pub struct FakeEngine {
-    delay: Duration,
-    cached: Vec<TokenId>,
-}
-
-const FAKE_BASE: TokenId = 16;
-
-impl FakeEngine {
-    /// A fake engine that takes `delay` per generated token.
-    pub fn new(delay: Duration) -> Self {
-        Self {
-            delay,
-            cached: Vec::new(),
-        }
-    }
-}
-
-impl CompletionEngine for FakeEngine {
-    fn encode(&self, text: &str) -> Vec<TokenId> {
-        text.chars().map(|c| c as TokenId + FAKE_BASE).collect()
-    }
-
-    fn fim_token(&self, token: FimToken) -> Option<TokenId> {
-        Some(match token {
-            FimToken::Prefix => 1,
-            FimToken::Suffix => 2,
-            FimToken::Middle => 3,
-            FimToken::RepoName => 4,
-            FimToken::FileSep => 5,
-        })
-    }
-
-    fn generate(
-        &mut self,
-        req: &GenRequest<'_>,
-        cancel: &Cancel,
-        on_text: &mut dyn FnMut(&str) -> Step,
-    ) -> Result<GenStats, EngineError> {
-        let t0 = Instant::now();
-        let reused = self
-            .cached
-            .iter()
-            .zip(req.prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
-        self.cached.truncate(reused);
-        self.cached.extend_from_slice(&req.prompt[reused..]);
-        let mut stats = GenStats {
-            reused,
-            evaluated: req.prompt.len() - reused,
-            ..GenStats::default()
-        };
-        stats.prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let t1 = Instant::now();
-        let deadline = t1 + req.time_budget;
-        let script = format!(
-            "{}fake_completion({})\nsecond_line()\n",
-            req.required_prefix, req.seed
-        );
-        for c in script.chars().cycle() {
-            if stats.generated >= req.max_tokens || Instant::now() >= deadline {
-                stats.budget_cut = true;
-                break;
-            }
-            if cancel.is_cancelled() {
-                break;
-            }
-            if !self.delay.is_zero() {
-                std::thread::sleep(self.delay);
-            }
-            stats.generated += 1;
-            self.cached.push(c as TokenId + FAKE_BASE);
-            if on_text(c.encode_utf8(&mut [0; 4])) == Step::Stop {
-                break;
-            }
-        }
-        stats.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
-        Ok(stats)
-    }
-
-    fn describe(&self) -> String {
-        format!("fake engine ({} ms/token)", self.delay.as_millis())
-    }
 }

@@ -83,7 +83,8 @@ impl CompletionEngine for LmrsEngine {
         let mut params = InferenceParameters::default()
             .with_temperature(req.temperature)
             .with_seed(req.seed)
-            .with_required_prefix(req.required_prefix.as_bytes().to_vec());
+            .with_required_prefix(req.required_prefix.as_bytes().to_vec())
+            .with_suppress_special(true);
         if req.temperature <= 0.0 {
             params = params.with_top_k(1);
         }

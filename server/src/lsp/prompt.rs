@@ -3,10 +3,13 @@
 //! Layout (see `docs/prompt.md` for the measurements behind it):
 //! - Qwen's repo-level header `<|repo_name|>NAME\n<|file_sep|>PATH\n` when the model has those
 //!   tokens and the workspace folder / relative path are known;
-//! - then, by default, suffix-prefix-middle (`<|fim_suffix|>S<|fim_prefix|>P<|fim_middle|>`): the
-//!   text that changes while the user types (the end of P) is at the very end of the prompt, so the
-//!   session's KV cache keeps everything before it and a keystroke only evaluates the typed tokens.
-//!   Prefix-suffix-middle is available for models that only know that order;
+//! - then, by default, line-anchored prefix-suffix-middle
+//!   (`<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>L`): P is the text up to the start of the cursor
+//!   line, S the text after the cursor and L the cursor line before the cursor, so the model
+//!   continues L. This is the order Qwen2.5-Coder was trained on (the hole simply starts at the line
+//!   start), and the text that changes while the user types within a line (the end of L) is at the
+//!   very end of the prompt: the session's KV cache keeps everything before it and a keystroke only
+//!   evaluates the typed tokens. Suffix-first (SPM) and plain PSM orders are available too;
 //! - models without FIM tokens get the prefix alone.
 //!
 //! Budgets are in model tokens (counted by the caller's tokenizer) and cuts fall on line boundaries.
@@ -69,12 +72,19 @@ pub struct FimSupport {
 
 /// Order of the FIM parts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum FimOrder {
-    /// `<|fim_suffix|>S<|fim_prefix|>P<|fim_middle|>`: typing only appends to the end of the prompt.
+    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>L` where P ends at the start of the cursor line
+    /// and L is the cursor line before the cursor: the order the model was trained on (the hole just
+    /// starts at the line start), and typing within a line only appends to the end of the prompt.
     #[default]
+    #[serde(alias = "linepsm", alias = "line_psm")]
+    LinePsm,
+    /// `<|fim_suffix|>S<|fim_prefix|>P<|fim_middle|>`: typing only appends to the end of the prompt,
+    /// but Qwen2.5-Coder was not trained on this order (much lower exact match).
     Spm,
-    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>`: the order most FIM models were trained on.
+    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>`: P ends at the cursor, so every keystroke
+    /// changes P and the whole suffix is evaluated again.
     Psm,
 }
 
@@ -222,7 +232,10 @@ pub fn build_prompt(
     for l in &full_lines[first..] {
         prefix.push_str(l);
     }
-    prefix.push_str(cursor_kept);
+    let line_anchored = fim.fim && params.order == FimOrder::LinePsm;
+    if !line_anchored {
+        prefix.push_str(cursor_kept);
+    }
 
     // --- suffix: the rest of the cursor line, then whole lines within budget.
     let mut suffix = String::new();
@@ -252,6 +265,14 @@ pub fn build_prompt(
         segments.push(Segment::Text(format!("{path}\n")));
     }
     match params.order {
+        FimOrder::LinePsm => {
+            segments.push(Segment::Token(FimToken::Prefix));
+            segments.push(Segment::Text(prefix));
+            segments.push(Segment::Token(FimToken::Suffix));
+            segments.push(Segment::Text(suffix));
+            segments.push(Segment::Token(FimToken::Middle));
+            segments.push(Segment::Text(cursor_kept.to_owned()));
+        }
         FimOrder::Spm => {
             segments.push(Segment::Token(FimToken::Suffix));
             segments.push(Segment::Text(suffix));
@@ -265,7 +286,9 @@ pub fn build_prompt(
             segments.push(Segment::Text(suffix));
         }
     }
-    segments.push(Segment::Token(FimToken::Middle));
+    if params.order != FimOrder::LinePsm {
+        segments.push(Segment::Token(FimToken::Middle));
+    }
     segments.retain(|s| !matches!(s, Segment::Text(t) if t.is_empty()));
     BuiltPrompt {
         segments,
@@ -316,12 +339,54 @@ mod tests {
     }
 
     fn check(input: &str, expect: Expect) {
+        let p = params(FimOrder::default(), 100, 50, 1);
+        expect.assert_eq(&build(input, QWEN, p, false).render());
+    }
+
+    fn check_spm(input: &str, expect: Expect) {
         expect.assert_eq(&build(input, QWEN, params(FimOrder::Spm, 100, 50, 1), false).render());
     }
 
     #[test]
-    fn suffix_prefix_middle_heals_indentation() {
+    fn line_anchored_psm_puts_the_cursor_line_after_middle() {
         check(
+            "def add(a, b):\n    return a$0\n\nprint(add(1, 2))\n",
+            expect![[r#"
+                <|fim_prefix|>def add(a, b):
+                <|fim_suffix|>
+
+                print(add(1, 2))
+                <|fim_middle|>    return
+                [heal " a"]"#]],
+        );
+        check(
+            "x = 1\ny = foo(x, $0)\nz = 2\n",
+            expect![[r#"
+                <|fim_prefix|>x = 1
+                <|fim_suffix|>)
+                z = 2
+                <|fim_middle|>y = foo(x,
+                [heal " "]"#]],
+        );
+    }
+
+    #[test]
+    fn line_anchored_psm_heals_indentation() {
+        check(
+            "def add(a, b):\n    $0\n\nprint(add(1, 2))\n",
+            expect![[r#"
+                <|fim_prefix|>def add(a, b):
+                <|fim_suffix|>
+
+                print(add(1, 2))
+                <|fim_middle|>
+                [heal "    "]"#]],
+        );
+    }
+
+    #[test]
+    fn suffix_prefix_middle_heals_indentation() {
+        check_spm(
             "def add(a, b):\n    $0\n\nprint(add(1, 2))\n",
             expect![[r#"
                 <|fim_suffix|>
@@ -334,29 +399,40 @@ mod tests {
     }
 
     #[test]
-    fn partial_word_is_healed_with_its_leading_space() {
-        check(
+    fn partial_word_is_healed_with_its_leading_space_spm() {
+        check_spm(
             "let x = vec.it$0;\n",
             expect![[r#"
                 <|fim_suffix|>;
                 <|fim_prefix|>let x = vec<|fim_middle|>
                 [heal ".it"]"#]],
         );
+    }
+
+    #[test]
+    fn partial_word_is_healed_with_its_leading_space() {
+        check(
+            "let x = vec.it$0;\n",
+            expect![[r#"
+                <|fim_prefix|><|fim_suffix|>;
+                <|fim_middle|>let x = vec
+                [heal ".it"]"#]],
+        );
         check(
             "x = foo(a,$0",
             expect![[r#"
-            <|fim_suffix|><|fim_prefix|>x = foo(a<|fim_middle|>
-            [heal ","]"#]],
+                <|fim_prefix|><|fim_suffix|><|fim_middle|>x = foo(a
+                [heal ","]"#]],
         );
         check(
             "n = 12$0",
-            expect!["<|fim_suffix|><|fim_prefix|>n = 12<|fim_middle|>"],
+            expect!["<|fim_prefix|><|fim_suffix|><|fim_middle|>n = 12"],
         );
         check(
             "let x = $0",
             expect![[r#"
-            <|fim_suffix|><|fim_prefix|>let x =<|fim_middle|>
-            [heal " "]"#]],
+                <|fim_prefix|><|fim_suffix|><|fim_middle|>let x =
+                [heal " "]"#]],
         );
     }
 
@@ -420,29 +496,41 @@ mod tests {
 
     #[test]
     fn typing_only_appends_to_the_prompt() {
-        let p = params(FimOrder::Spm, 100, 50, 8);
-        let a = build(
-            "fn f() {\n    let value = compute(x, $0\n}\n",
-            QWEN,
-            p,
-            true,
+        let common = |order: FimOrder, a: &str, b: &str| {
+            let p = params(order, 100, 50, 8);
+            let (ra, rb) = (
+                build(a, QWEN, p, true).render(),
+                build(b, QWEN, p, true).render(),
+            );
+            let n = ra
+                .chars()
+                .zip(rb.chars())
+                .take_while(|(x, y)| x == y)
+                .count();
+            (ra, n)
+        };
+        let a = "fn f() {\n    let value = compute(x, $0\n}\n";
+        let b = "fn f() {\n    let value = compute(x, y$0\n}\n";
+        // line-anchored PSM: everything up to and including <|fim_middle|> and the line's start stays
+        let (ra, n) = common(FimOrder::LinePsm, a, b);
+        let middle_end = ra.find("<|fim_middle|>").unwrap() + "<|fim_middle|>".len();
+        assert!(n >= middle_end + "    let value = compute(x,".len(), "{ra}");
+        // mid-line, before a closing parenthesis: the suffix does not change either
+        let (ra, n) = common(
+            FimOrder::LinePsm,
+            "fn f() {\n    g(a$0)\n}\n",
+            "fn f() {\n    g(ab$0)\n}\n",
         );
-        let b = build(
-            "fn f() {\n    let value = compute(x, y$0\n}\n",
-            QWEN,
-            p,
-            true,
-        );
-        let (ra, rb) = (a.render(), b.render());
-        let common = ra
-            .chars()
-            .zip(rb.chars())
-            .take_while(|(x, y)| x == y)
-            .count();
+        assert!(n >= ra.find("<|fim_middle|>").unwrap() + 14, "{ra}");
+        // SPM: only the end of the prefix, right before <|fim_middle|>, changes
+        let (ra, n) = common(FimOrder::Spm, a, b);
         assert!(
-            ra.find("<|fim_middle|>").unwrap().saturating_sub(common) <= 2,
-            "{ra}\n{rb}"
+            ra.find("<|fim_middle|>").unwrap().saturating_sub(n) <= 2,
+            "{ra}"
         );
+        // plain PSM: a completed word changes the prefix before the suffix, evaluated again
+        let (ra, n) = common(FimOrder::Psm, "x = foo$0\ny\n", "x = foo $0\ny\n");
+        assert!(n <= ra.find("<|fim_suffix|>").unwrap(), "{ra}");
     }
 
     #[test]
