@@ -46,7 +46,7 @@ pub struct ConfigArgs {
     /// Single-line suggestions only
     #[arg(long)]
     pub single_line: bool,
-    /// Time budget per completion in milliseconds [default: 5000]
+    /// Time budget per completion in milliseconds [default: 800]
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
 }

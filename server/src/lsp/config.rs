@@ -55,8 +55,9 @@ pub struct Config {
     pub multiline: bool,
     /// Most lines of a multi-line suggestion. Default 8.
     pub max_lines: usize,
-    /// Time budget for generating one suggestion, in milliseconds (prompt evaluation not counted;
-    /// alternatives are only tried while the whole request is within it). Default 5000.
+    /// Time budget of one request in milliseconds, counted from its start; generation always gets
+    /// at least half of it, and alternatives are only tried within it. Default 800, so a keystroke
+    /// is answered within about a second.
     pub timeout_ms: u64,
     /// Suggestions for an explicitly invoked inline completion (sampled after the greedy one). Default 3.
     pub alternatives: usize,
@@ -81,7 +82,7 @@ impl Default for Config {
             block_lines: 16,
             multiline: true,
             max_lines: 8,
-            timeout_ms: 5000,
+            timeout_ms: 800,
             alternatives: 3,
             languages: BTreeMap::new(),
             cache_size: 256,
