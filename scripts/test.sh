@@ -13,7 +13,7 @@ export LMRS_MODEL_DIR=${LMRS_MODEL_DIR:-$root/models}
 export LMRS_REQUIRE_MODELS=1
 
 echo "== fetching models into $LMRS_MODEL_DIR"
-"$LMRS_SHARED_DIR/fetch-models.sh" "$LMRS_MODEL_DIR" qwen05 smollm2
+"$LMRS_SHARED_DIR/fetch-models.sh" "$LMRS_MODEL_DIR" qwen05 smollm2 gemma3
 
 echo "== cargo fmt / clippy"
 cargo fmt --all -- --check
