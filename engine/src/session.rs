@@ -309,6 +309,8 @@ impl Session {
         self.logits_valid = false;
         for chunk in prompt[keep..].chunks(self.params.n_batch) {
             if self.cancel.is_cancelled() {
+                // The cache keeps the batches already evaluated; the prompt's logits do not exist.
+                self.logits_valid = false;
                 return Err(InferError::Cancelled);
             }
             self.evaluate(chunk)?;
