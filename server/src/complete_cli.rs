@@ -33,10 +33,10 @@ pub struct ConfigArgs {
     /// Sampling temperature, 0 = greedy [default: 0]
     #[arg(long)]
     pub temperature: Option<f32>,
-    /// Prompt tokens before the cursor [default: 768]
+    /// Prompt tokens before the cursor [default: 384]
     #[arg(long, value_name = "TOKENS")]
     pub prefix_tokens: Option<usize>,
-    /// Prompt tokens after the cursor [default: 256]
+    /// Prompt tokens after the cursor [default: 128]
     #[arg(long, value_name = "TOKENS")]
     pub suffix_tokens: Option<usize>,
     /// FIM order: line-psm (prefix to the cursor line's start, suffix, then the cursor line),

@@ -37,9 +37,9 @@ pub struct Config {
     pub max_tokens: usize,
     /// Sampling temperature; 0 is greedy. Default 0.
     pub temperature: f32,
-    /// Tokens of text before the cursor in the prompt. Default 768 (about 3× the suffix).
+    /// Tokens of text before the cursor in the prompt. Default 384 (3× the suffix).
     pub prefix_tokens: usize,
-    /// Tokens of text after the cursor in the prompt. Default 256.
+    /// Tokens of text after the cursor in the prompt. Default 128.
     pub suffix_tokens: usize,
     /// FIM order: `line-psm`, `spm` or `psm`. Default `line-psm`: prefix up to the cursor line's
     /// start, suffix, then the cursor line before the cursor after `<|fim_middle|>` (trained order,
@@ -75,8 +75,8 @@ impl Default for Config {
             context_size: 2048,
             max_tokens: 64,
             temperature: 0.0,
-            prefix_tokens: 768,
-            suffix_tokens: 256,
+            prefix_tokens: 384,
+            suffix_tokens: 128,
             fim_order: FimOrder::LinePsm,
             repo_header: false,
             block_lines: 16,
@@ -188,13 +188,13 @@ mod tests {
         let c = Config {
             context_size: 512,
             max_tokens: 64,
-            prefix_tokens: 768,
-            suffix_tokens: 256,
+            prefix_tokens: 384,
+            suffix_tokens: 128,
             ..Config::default()
         };
         let (p, s) = c.budgets();
         assert!(p + s + 64 + 64 <= 512);
         assert_eq!(p, 3 * s);
-        assert_eq!(Config::default().budgets(), (768, 256));
+        assert_eq!(Config::default().budgets(), (384, 128));
     }
 }
