@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ggml_sys::{Context, CpuBackend, GgmlError, GraphAllocator, TensorType};
+use ggml_sys::{Context, CpuBackend, GgmlError, Graph, GraphAllocator, Tensor, TensorType};
 
 use crate::kv_cache::KvCache;
 use crate::model::Model;
@@ -402,39 +402,11 @@ impl Session {
         debug_assert!(!batch.is_empty() && n_past + batch.len() <= self.params.n_ctx);
         self.logits_valid = false;
         let model = Arc::clone(&self.model);
-        let architecture = model.architecture();
-        let graph_size = graph_size(architecture.hyperparameters().n_layer);
-        let ctx = Context::new(graph_size + 8, graph_size)?;
         let n_tokens = batch.len();
         let n_kv = n_past + n_tokens;
-        let inputs = BatchInputs {
-            tokens: ctx
-                .new_tensor(TensorType::I32, &[n_tokens as i64])
-                .set_name("tokens")
-                .mark_input(),
-            positions: ctx
-                .new_tensor(TensorType::I32, &[n_tokens as i64])
-                .set_name("positions")
-                .mark_input(),
-            mask: ctx
-                .new_tensor(TensorType::F16, &[n_kv as i64, n_tokens as i64])
-                .set_name("mask")
-                .mark_input(),
-            output_rows: ctx
-                .new_tensor(TensorType::I32, &[1])
-                .set_name("output_rows")
-                .mark_input(),
-            n_tokens,
-            n_past,
-            flash_attention: model.params().flash_attention,
-        };
-        let weights = model.weights().tensors();
-        let cache = self.cache.tensors();
-        let mut graph = ctx.new_graph(graph_size);
-        let logits = architecture
-            .build(&ctx, &mut graph, &weights, &cache, &inputs)
-            .mark_output();
-        graph.build_forward(logits);
+        let ctx = graph_context(&model)?;
+        let (inputs, graph, logits) =
+            build_batch_graph(&model, &self.cache, &ctx, n_tokens, n_past);
         self.allocator.allocate(&graph)?;
 
         // Inputs: ids, positions, the causal mask and which row to project to logits.
@@ -461,36 +433,10 @@ impl Session {
     /// Sizes the compute buffer for the largest batch at a full context, so it never grows later.
     fn reserve_compute_buffer(&mut self) -> Result<(), InferError> {
         let model = Arc::clone(&self.model);
-        let architecture = model.architecture();
-        let graph_size = graph_size(architecture.hyperparameters().n_layer);
-        let ctx = Context::new(graph_size + 8, graph_size)?;
+        let ctx = graph_context(&model)?;
         let n_tokens = self.params.n_batch;
         let n_past = self.params.n_ctx - n_tokens;
-        let inputs = BatchInputs {
-            tokens: ctx
-                .new_tensor(TensorType::I32, &[n_tokens as i64])
-                .mark_input(),
-            positions: ctx
-                .new_tensor(TensorType::I32, &[n_tokens as i64])
-                .mark_input(),
-            mask: ctx
-                .new_tensor(
-                    TensorType::F16,
-                    &[self.params.n_ctx as i64, n_tokens as i64],
-                )
-                .mark_input(),
-            output_rows: ctx.new_tensor(TensorType::I32, &[1]).mark_input(),
-            n_tokens,
-            n_past,
-            flash_attention: model.params().flash_attention,
-        };
-        let weights = model.weights().tensors();
-        let cache = self.cache.tensors();
-        let mut graph = ctx.new_graph(graph_size);
-        let logits = architecture
-            .build(&ctx, &mut graph, &weights, &cache, &inputs)
-            .mark_output();
-        graph.build_forward(logits);
+        let (_, graph, _) = build_batch_graph(&model, &self.cache, &ctx, n_tokens, n_past);
         self.allocator.reserve(&graph)?;
         Ok(())
     }
@@ -523,6 +469,48 @@ impl Clone for Session {
     fn clone(&self) -> Self {
         self.fork().expect("forking a session: out of memory")
     }
+}
+
+/// A metadata context big enough for one forward graph of `model`.
+fn graph_context(model: &Model) -> Result<Context, GgmlError> {
+    let size = graph_size(model.architecture().hyperparameters().n_layer);
+    Context::new(size + 8, size)
+}
+
+/// Declares the inputs of a batch of `n_tokens` after `n_past` cached ones and builds its forward
+/// graph; returns the inputs, the graph and the logits tensor.
+fn build_batch_graph<'a>(
+    model: &'a Model,
+    cache: &'a KvCache,
+    ctx: &'a Context,
+    n_tokens: usize,
+    n_past: usize,
+) -> (BatchInputs<'a>, Graph<'a>, Tensor<'a>) {
+    let n_kv = n_past + n_tokens;
+    let input = |tensor_type, dims: &[i64], name| {
+        ctx.new_tensor(tensor_type, dims)
+            .set_name(name)
+            .mark_input()
+    };
+    let inputs = BatchInputs {
+        tokens: input(TensorType::I32, &[n_tokens as i64], "tokens"),
+        positions: input(TensorType::I32, &[n_tokens as i64], "positions"),
+        mask: input(TensorType::F16, &[n_kv as i64, n_tokens as i64], "mask"),
+        output_rows: input(TensorType::I32, &[1], "output_rows"),
+        n_tokens,
+        n_past,
+        flash_attention: model.params().flash_attention,
+    };
+    let architecture = model.architecture();
+    let graph_nodes = graph_size(architecture.hyperparameters().n_layer);
+    let weights = model.weights().tensors();
+    let cache = cache.tensors();
+    let mut graph = ctx.new_graph(graph_nodes);
+    let logits = architecture
+        .build(ctx, &mut graph, &weights, &cache, &inputs)
+        .mark_output();
+    graph.build_forward(logits);
+    (inputs, graph, logits)
 }
 
 fn graph_size(n_layer: usize) -> usize {
