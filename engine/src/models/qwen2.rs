@@ -1,19 +1,14 @@
 //! The `qwen2` architecture (Qwen2, Qwen2.5, Qwen2.5-Coder): the llama decoder with biases on the
 //! query, key and value projections and NeoX-style rotary embeddings (rotating the two halves of each
-//! head rather than adjacent pairs).
+//! head rather than adjacent pairs). It differs from llama only in what it loads, so it runs as a
+//! [`Llama`] with this configuration.
 
-use ggml_sys::{Context, Graph, Tensor, ROPE_TYPE_NEOX};
+use ggml_sys::ROPE_TYPE_NEOX;
 
-use crate::kv_cache::KvTensors;
-use crate::model::{LoadError, WeightBinder, WeightTensors};
-use crate::models::blocks::{self, DecoderConfig, DecoderWeights};
-use crate::models::{llama, Architecture, BatchInputs, Hyperparameters};
-
-/// A loaded Qwen2 model.
-pub struct Qwen2 {
-    config: DecoderConfig,
-    weights: DecoderWeights,
-}
+use crate::model::{LoadError, WeightBinder};
+use crate::models::blocks;
+use crate::models::llama::Llama;
+use crate::models::Architecture;
 
 /// Reads `qwen2.*` hyperparameters and binds the weights (q/k/v biases required).
 pub fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture>, LoadError> {
@@ -32,30 +27,5 @@ pub fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture>, Load
             }
         }
     }
-    Ok(Box::new(Qwen2 { config, weights }))
-}
-
-impl Architecture for Qwen2 {
-    fn hyperparameters(&self) -> &Hyperparameters {
-        &self.config.hp
-    }
-
-    fn build<'a>(
-        &self,
-        ctx: &'a Context,
-        graph: &mut Graph<'a>,
-        weights: &WeightTensors<'a>,
-        cache: &KvTensors<'a>,
-        batch: &BatchInputs<'a>,
-    ) -> Tensor<'a> {
-        llama::forward(
-            ctx,
-            graph,
-            &self.config,
-            &self.weights,
-            weights,
-            cache,
-            batch,
-        )
-    }
+    Ok(Box::new(Llama { config, weights }))
 }
