@@ -97,6 +97,21 @@ fn write_version_header(out_dir: &Path) {
     .expect("write ggml-version.h");
 }
 
+/// Whether to run graphs on OpenMP threads, as llama.cpp's default build does, instead of GGML's
+/// own thread pool: opt-in with `GGML_SYS_OPENMP=1` (GCC on Linux: `-fopenmp`, libgomp). Measured
+/// with 2 threads in alternating rounds against the thread pool it was mixed — Qwen2.5-Coder 0.5B
+/// about 3% faster, SmolLM2-135M 2-8% slower — so the thread pool, which needs nothing from the
+/// system, stays the default.
+fn use_openmp(target_os: &str) -> bool {
+    println!("cargo:rerun-if-env-changed=GGML_SYS_OPENMP");
+    let wanted = env::var("GGML_SYS_OPENMP").is_ok_and(|v| v == "1");
+    if wanted && target_os != "linux" {
+        println!("cargo:warning=ggml-sys: GGML_SYS_OPENMP=1 is only supported on Linux; ignored");
+        return false;
+    }
+    wanted
+}
+
 fn compile(ggml: &Path, out_dir: &Path) {
     let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
@@ -135,6 +150,7 @@ fn compile(ggml: &Path, out_dir: &Path) {
             cpu_cpp.push(cpu.join(optional));
         }
     }
+    let openmp = use_openmp(&target_os);
     let mut arch_flags: Vec<&str> = Vec::new();
     match target_arch.as_str() {
         "x86_64" => {
@@ -188,6 +204,9 @@ fn compile(ggml: &Path, out_dir: &Path) {
         if !matches!(target_arch.as_str(), "x86_64" | "aarch64") {
             build.define("GGML_CPU_GENERIC", None);
         }
+        if openmp {
+            build.define("GGML_USE_OPENMP", None).flag("-fopenmp");
+        }
     };
 
     let mut c = cc::Build::new();
@@ -204,6 +223,9 @@ fn compile(ggml: &Path, out_dir: &Path) {
     cpp.compile("ggml_cpp");
     if target_os == "linux" {
         println!("cargo:rustc-link-lib=dylib=pthread");
+        if openmp {
+            println!("cargo:rustc-link-lib=dylib=gomp");
+        }
         println!("cargo:rustc-link-lib=dylib=m");
     }
 }

@@ -123,6 +123,8 @@ impl TensorType {
     pub const F16: TensorType = TensorType(1);
     /// 32-bit signed integer.
     pub const I32: TensorType = TensorType(26);
+    /// 64-bit signed integer (row indices of [`Context::set_rows`]).
+    pub const I64: TensorType = TensorType(27);
 
     fn raw(self) -> sys::ggml_type::Type {
         self.0
@@ -339,6 +341,26 @@ binary_ops! {
 }
 
 impl Context {
+    /// Writes the rows of `source` into `destination` at the I64 row indices in `rows` (with type
+    /// conversion); returns a view of `destination` to expand into the graph.
+    pub fn set_rows<'a>(
+        &'a self,
+        destination: Tensor<'a>,
+        source: Tensor<'a>,
+        rows: Tensor<'a>,
+    ) -> Tensor<'a> {
+        // SAFETY: all three tensors belong to live contexts (lifetime 'a); GGML checks their shapes
+        // and types when the node is created.
+        self.wrap(unsafe {
+            sys::ggml_set_rows(
+                self.ptr(),
+                destination.raw.as_ptr(),
+                source.raw.as_ptr(),
+                rows.raw.as_ptr(),
+            )
+        })
+    }
+
     /// RMS normalisation over `ne0`.
     pub fn rms_norm<'a>(&'a self, a: Tensor<'a>, eps: f32) -> Tensor<'a> {
         // SAFETY: valid tensor and context.
@@ -617,8 +639,14 @@ impl<'ctx> Tensor<'ctx> {
 
     /// Reads an F32 tensor into a vector.
     pub fn to_f32_vec(&self) -> Result<Vec<f32>, GgmlError> {
+        let mut values = Vec::new();
+        self.read_f32_into(&mut values)?;
+        Ok(values)
+    }
+
+    /// Copies an F32 tensor's data into `values`, resized to its element count (reusing its memory).
+    pub fn read_f32_into(&self, values: &mut Vec<f32>) -> Result<(), GgmlError> {
         let n = usize::try_from(self.nelements()).unwrap_or(0);
-        let mut values = vec![0f32; n];
         let expected = self.nbytes();
         if self.tensor_type() != TensorType::F32 || n * 4 != expected || !self.has_data() {
             return Err(GgmlError::SizeMismatch {
@@ -627,11 +655,12 @@ impl<'ctx> Tensor<'ctx> {
                 actual: n * 4,
             });
         }
-        // SAFETY: F32 tensor of n elements = n*4 bytes; `values` has room for exactly that.
+        values.resize(n, 0.0);
+        // SAFETY: F32 tensor of n elements = n*4 bytes; `values` holds exactly n floats.
         unsafe {
             sys::ggml_backend_tensor_get(self.raw.as_ptr(), values.as_mut_ptr().cast(), 0, expected)
         };
-        Ok(values)
+        Ok(())
     }
 
     /// The tensor's name.
@@ -686,6 +715,67 @@ impl Graph<'_> {
     pub fn n_nodes(&self) -> usize {
         // SAFETY: valid graph.
         usize::try_from(unsafe { sys::ggml_graph_n_nodes(self.raw.as_ptr()) }).unwrap_or(0)
+    }
+}
+
+/// A graph built once and computed many times. It owns the context holding its metadata and
+/// `owners`, the values that own every other tensor the graph refers to (weights, caches), so those
+/// stay alive as long as the graph; tensors of interest (inputs, outputs) are kept by index.
+///
+/// Rebuilding a graph per evaluation costs a few hundred microseconds; a session keeps one of these
+/// while the batch shape stays the same and only rewrites its input tensors.
+pub struct OwnedGraph<O> {
+    graph: NonNull<sys::ggml_cgraph>,
+    tensors: Vec<NonNull<sys::ggml_tensor>>,
+    context: Context,
+    // Never handed out after building: nothing can replace what the graph's pointers refer to.
+    _owners: O,
+}
+
+// SAFETY: the graph and tensor pointers point into GGML arenas owned by `context` (which is `Send`)
+// and by `owners` (required `Send`); nothing else refers to those arenas through this value, so
+// moving the whole value to another thread is sound.
+unsafe impl<O: Send> Send for OwnedGraph<O> {}
+
+impl<O> OwnedGraph<O> {
+    /// Builds a graph in `context` with `build`, which may use tensors borrowed from `owners` and
+    /// returns the graph and the tensors to keep. GGML tensors live in heap arenas, so moving
+    /// `context` and `owners` into the result afterwards leaves every pointer valid.
+    pub fn build(
+        context: Context,
+        owners: O,
+        build: impl for<'a> FnOnce(&'a Context, &'a O) -> (Graph<'a>, Vec<Tensor<'a>>),
+    ) -> OwnedGraph<O> {
+        let (graph, tensors) = build(&context, &owners);
+        let graph = graph.raw;
+        let tensors = tensors.iter().map(|t| t.raw).collect();
+        OwnedGraph {
+            graph,
+            tensors,
+            context,
+            _owners: owners,
+        }
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> Graph<'_> {
+        Graph {
+            raw: self.graph,
+            _context: PhantomData,
+        }
+    }
+
+    /// The `index`-th tensor returned by the build function.
+    pub fn tensor(&self, index: usize) -> Tensor<'_> {
+        Tensor {
+            raw: self.tensors[index],
+            _context: PhantomData,
+        }
+    }
+
+    /// The context holding the graph's own tensors.
+    pub fn context(&self) -> &Context {
+        &self.context
     }
 }
 
