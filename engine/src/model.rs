@@ -24,9 +24,11 @@ pub struct ModelParams {
     /// Store matrices in GGML's repacked layout where the CPU has kernels for it (faster, copies
     /// those weights into memory instead of using them from the file mapping).
     pub repack: bool,
-    /// Attention with GGML's fused flash-attention kernel. Off by default, as in llama.cpp: on
-    /// CPUs the unfused form (scores, softmax, weighted sum over a transposed value cache) is as fast
-    /// for generation and faster for prompts. `LMRS_FLASH_ATTN=1` turns it on by default.
+    /// Attention with GGML's fused flash-attention kernel, over the cache padded to 256 rows. On by
+    /// default, as llama.cpp decides on CPUs: faster than the unfused form (scores, softmax, weighted
+    /// sum over a transposed value cache) for prompts and for generation, lets a generated token
+    /// reuse the previous token's graph, and computes exactly what llama.cpp computes on the same
+    /// CPU. `LMRS_FLASH_ATTN=0` turns it off by default.
     pub flash_attention: bool,
 }
 
@@ -35,7 +37,7 @@ impl Default for ModelParams {
         ModelParams {
             n_threads: default_thread_count(),
             repack: true,
-            flash_attention: std::env::var("LMRS_FLASH_ATTN").is_ok_and(|v| v == "1"),
+            flash_attention: std::env::var("LMRS_FLASH_ATTN").map_or(true, |v| v != "0"),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ggml_sys::{Context, CpuBackend, GgmlError, Graph, GraphAllocator, Tensor, TensorType};
+use ggml_sys::{Context, CpuBackend, GgmlError, GraphAllocator, OwnedGraph, Tensor, TensorType};
 
 use crate::kv_cache::KvCache;
 use crate::model::Model;
@@ -188,7 +188,10 @@ pub struct Session {
     model: Arc<Model>,
     backend: CpuBackend,
     allocator: GraphAllocator,
-    cache: KvCache,
+    cache: Arc<KvCache>,
+    /// The graph of the last evaluation, reused while the batch shape stays the same. It is always
+    /// the last graph given to `allocator`, so its tensors' memory is still its own.
+    graph: Option<BatchGraph>,
     tokens: Vec<TokenId>,
     logits: Vec<f32>,
     logits_valid: bool,
@@ -209,7 +212,11 @@ impl Session {
             params.n_threads = model.params().n_threads;
         }
         let hp = model.architecture().hyperparameters();
-        let cache = KvCache::new(hp, params.n_ctx, !model.params().flash_attention)?;
+        let cache = Arc::new(KvCache::new(
+            hp,
+            params.n_ctx,
+            !model.params().flash_attention,
+        )?);
         let backend = CpuBackend::new(params.n_threads)?;
         let allocator = GraphAllocator::new()?;
         let cancel = CancelFlag::new();
@@ -218,6 +225,7 @@ impl Session {
             backend,
             allocator,
             cache,
+            graph: None,
             tokens: Vec::new(),
             logits: Vec::new(),
             logits_valid: false,
@@ -401,50 +409,86 @@ impl Session {
         let n_past = self.tokens.len();
         debug_assert!(!batch.is_empty() && n_past + batch.len() <= self.params.n_ctx);
         self.logits_valid = false;
-        let model = Arc::clone(&self.model);
         let n_tokens = batch.len();
-        let n_kv = n_past + n_tokens;
-        let ctx = graph_context(&model)?;
-        let (inputs, graph, logits) =
-            build_batch_graph(&model, &self.cache, &ctx, n_tokens, n_past);
-        self.allocator.allocate(&graph)?;
+        let shape = self.batch_shape(n_tokens, n_past);
+        if self.graph.as_ref().is_none_or(|g| g.shape != shape) {
+            // Drop the old graph first: the allocator is about to hand its memory to the new one.
+            self.graph = None;
+            let graph = BatchGraph::build(&self.model, &self.cache, shape)?;
+            self.allocator.allocate(&graph.graph.graph())?;
+            self.graph = Some(graph);
+        }
+        let graph = self.graph.as_ref().expect("built above");
 
-        // Inputs: ids, positions, the causal mask and which row to project to logits.
+        // Inputs: ids, positions, the cache rows they go to, the causal mask and the row whose
+        // logits are wanted.
         let ids: Vec<i32> = batch.iter().map(|&t| t as i32).collect();
-        inputs.tokens.set_data(as_bytes_i32(&ids))?;
-        let positions: Vec<i32> = (n_past..n_kv).map(|p| p as i32).collect();
-        inputs.positions.set_data(as_bytes_i32(&positions))?;
-        inputs.mask.set_data(&causal_mask(n_past, n_tokens))?;
-        inputs
-            .output_rows
+        graph
+            .tensor(BatchGraph::TOKENS)
+            .set_data(as_bytes_i32(&ids))?;
+        let positions: Vec<i32> = (n_past..n_past + n_tokens).map(|p| p as i32).collect();
+        graph
+            .tensor(BatchGraph::POSITIONS)
+            .set_data(as_bytes_i32(&positions))?;
+        let rows: Vec<i64> = (n_past..n_past + n_tokens).map(|p| p as i64).collect();
+        graph
+            .tensor(BatchGraph::CACHE_ROWS)
+            .set_data(bytemuck::cast_slice(&rows))?;
+        graph
+            .tensor(BatchGraph::MASK)
+            .set_data(&causal_mask(n_past, n_tokens, shape.n_kv))?;
+        graph
+            .tensor(BatchGraph::OUTPUT_ROWS)
             .set_data(as_bytes_i32(&[n_tokens as i32 - 1]))?;
 
-        match self.backend.compute(&graph) {
+        match self.backend.compute(&graph.graph.graph()) {
             Ok(()) => {}
             Err(GgmlError::Aborted) => return Err(InferError::Cancelled),
             Err(other) => return Err(other.into()),
         }
-        self.logits = logits.to_f32_vec()?;
+        graph
+            .tensor(BatchGraph::LOGITS)
+            .read_f32_into(&mut self.logits)?;
         self.tokens.extend_from_slice(batch);
         self.logits_valid = true;
         Ok(())
     }
 
+    /// The graph shape for a batch of `n_tokens` after `n_past` cached tokens. With flash attention
+    /// the graph does not depend on `n_past`: attention spans the cache rounded up to
+    /// [`KV_PADDING`] rows (the mask hides the rest), so one graph serves 256 consecutive tokens.
+    fn batch_shape(&self, n_tokens: usize, n_past: usize) -> BatchShape {
+        let n_used = n_past + n_tokens;
+        if self.model.params().flash_attention {
+            BatchShape {
+                n_tokens,
+                n_kv: n_used.div_ceil(KV_PADDING) * KV_PADDING,
+                n_past: None,
+            }
+            .clamped(self.params.n_ctx)
+        } else {
+            BatchShape {
+                n_tokens,
+                n_kv: n_used,
+                n_past: Some(n_past),
+            }
+        }
+    }
+
     /// Sizes the compute buffer for the largest batch at a full context, so it never grows later.
     fn reserve_compute_buffer(&mut self) -> Result<(), InferError> {
-        let model = Arc::clone(&self.model);
-        let ctx = graph_context(&model)?;
         let n_tokens = self.params.n_batch;
         let n_past = self.params.n_ctx - n_tokens;
-        let (_, graph, _) = build_batch_graph(&model, &self.cache, &ctx, n_tokens, n_past);
-        self.allocator.reserve(&graph)?;
+        let shape = self.batch_shape(n_tokens, n_past);
+        let graph = BatchGraph::build(&self.model, &self.cache, shape)?;
+        self.allocator.reserve(&graph.graph.graph())?;
         Ok(())
     }
 
     /// An independent copy: same cached tokens, own cache and compute resources.
     pub fn fork(&self) -> Result<Session, InferError> {
         let hp = self.model.architecture().hyperparameters();
-        let cache = self.cache.try_clone(hp)?;
+        let cache = Arc::new(self.cache.try_clone(hp)?);
         let backend = CpuBackend::new(self.params.n_threads)?;
         let allocator = GraphAllocator::new()?;
         let mut session = Session {
@@ -452,6 +496,7 @@ impl Session {
             backend,
             allocator,
             cache,
+            graph: None,
             tokens: self.tokens.clone(),
             logits: self.logits.clone(),
             logits_valid: self.logits_valid,
@@ -471,46 +516,93 @@ impl Clone for Session {
     }
 }
 
-/// A metadata context big enough for one forward graph of `model`.
-fn graph_context(model: &Model) -> Result<Context, GgmlError> {
-    let size = graph_size(model.architecture().hyperparameters().n_layer);
-    Context::new(size + 8, size)
+/// Attention spans the cache in multiples of this many rows when flash attention is on (as llama.cpp
+/// pads it), so the graph of a generated token is reused for up to this many tokens.
+const KV_PADDING: usize = 256;
+
+/// What a batch's graph depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BatchShape {
+    n_tokens: usize,
+    /// Cache rows attention spans.
+    n_kv: usize,
+    /// Set when the graph writes at a fixed offset (the unfused attention's transposed values).
+    n_past: Option<usize>,
 }
 
-/// Declares the inputs of a batch of `n_tokens` after `n_past` cached ones and builds its forward
-/// graph; returns the inputs, the graph and the logits tensor.
-fn build_batch_graph<'a>(
-    model: &'a Model,
-    cache: &'a KvCache,
-    ctx: &'a Context,
-    n_tokens: usize,
-    n_past: usize,
-) -> (BatchInputs<'a>, Graph<'a>, Tensor<'a>) {
-    let n_kv = n_past + n_tokens;
-    let input = |tensor_type, dims: &[i64], name| {
-        ctx.new_tensor(tensor_type, dims)
-            .set_name(name)
-            .mark_input()
-    };
-    let inputs = BatchInputs {
-        tokens: input(TensorType::I32, &[n_tokens as i64], "tokens"),
-        positions: input(TensorType::I32, &[n_tokens as i64], "positions"),
-        mask: input(TensorType::F16, &[n_kv as i64, n_tokens as i64], "mask"),
-        output_rows: input(TensorType::I32, &[1], "output_rows"),
-        n_tokens,
-        n_past,
-        flash_attention: model.params().flash_attention,
-    };
-    let architecture = model.architecture();
-    let graph_nodes = graph_size(architecture.hyperparameters().n_layer);
-    let weights = model.weights().tensors();
-    let cache = cache.tensors();
-    let mut graph = ctx.new_graph(graph_nodes);
-    let logits = architecture
-        .build(ctx, &mut graph, &weights, &cache, &inputs)
-        .mark_output();
-    graph.build_forward(logits);
-    (inputs, graph, logits)
+impl BatchShape {
+    fn clamped(mut self, n_ctx: usize) -> BatchShape {
+        self.n_kv = self.n_kv.min(n_ctx);
+        self
+    }
+}
+
+/// A batch's forward graph with its inputs and logits, owning what it refers to.
+struct BatchGraph {
+    shape: BatchShape,
+    graph: OwnedGraph<(Arc<Model>, Arc<KvCache>)>,
+}
+
+impl BatchGraph {
+    const TOKENS: usize = 0;
+    const POSITIONS: usize = 1;
+    const MASK: usize = 2;
+    const OUTPUT_ROWS: usize = 3;
+    const CACHE_ROWS: usize = 4;
+    const LOGITS: usize = 5;
+
+    /// Declares the inputs of a batch of this shape and builds its forward graph.
+    fn build(
+        model: &Arc<Model>,
+        cache: &Arc<KvCache>,
+        shape: BatchShape,
+    ) -> Result<BatchGraph, InferError> {
+        let n_nodes = graph_size(model.architecture().hyperparameters().n_layer);
+        let context = Context::new(n_nodes + 8, n_nodes)?;
+        let owners = (Arc::clone(model), Arc::clone(cache));
+        let graph = OwnedGraph::build(context, owners, |ctx, (model, cache)| {
+            let (n_tokens, n_kv) = (shape.n_tokens as i64, shape.n_kv as i64);
+            let input = |tensor_type, dims: &[i64], name| {
+                ctx.new_tensor(tensor_type, dims)
+                    .set_name(name)
+                    .mark_input()
+            };
+            let inputs = BatchInputs {
+                tokens: input(TensorType::I32, &[n_tokens], "tokens"),
+                positions: input(TensorType::I32, &[n_tokens], "positions"),
+                mask: input(TensorType::F16, &[n_kv, n_tokens], "mask"),
+                output_rows: input(TensorType::I32, &[1], "output_rows"),
+                cache_rows: input(TensorType::I64, &[n_tokens], "cache_rows"),
+                n_tokens: shape.n_tokens,
+                n_kv: shape.n_kv,
+                n_past: shape.n_past.unwrap_or(0),
+                flash_attention: model.params().flash_attention,
+            };
+            let weights = model.weights().tensors();
+            let cache = cache.tensors();
+            let mut graph = ctx.new_graph(n_nodes);
+            let logits = model
+                .architecture()
+                .build(ctx, &mut graph, &weights, &cache, &inputs)
+                .mark_output();
+            graph.build_forward(logits);
+            let kept = vec![
+                inputs.tokens,
+                inputs.positions,
+                inputs.mask,
+                inputs.output_rows,
+                inputs.cache_rows,
+                logits,
+            ];
+            (graph, kept)
+        });
+        Ok(BatchGraph { shape, graph })
+    }
+
+    /// One of the kept tensors ([`BatchGraph::TOKENS`], ...).
+    fn tensor(&self, index: usize) -> Tensor<'_> {
+        self.graph.tensor(index)
+    }
 }
 
 fn graph_size(n_layer: usize) -> usize {
@@ -525,11 +617,11 @@ fn as_bytes_i32(values: &[i32]) -> &[u8] {
     bytemuck::cast_slice(values)
 }
 
-/// F16 mask `[n_kv, n_tokens]`: token `i` (at position `n_past + i`) sees positions `0..=n_past + i`.
-fn causal_mask(n_past: usize, n_tokens: usize) -> Vec<u8> {
+/// F16 mask `[n_kv, n_tokens]`: token `i` (at position `n_past + i`) sees positions `0..=n_past + i`;
+/// rows past the batch (padding) are hidden from every token.
+fn causal_mask(n_past: usize, n_tokens: usize, n_kv: usize) -> Vec<u8> {
     const ZERO: [u8; 2] = 0x0000u16.to_le_bytes();
     const MINUS_INFINITY: [u8; 2] = 0xFC00u16.to_le_bytes();
-    let n_kv = n_past + n_tokens;
     let mut mask = Vec::with_capacity(n_kv * n_tokens * 2);
     for i in 0..n_tokens {
         for j in 0..n_kv {
@@ -549,11 +641,12 @@ mod tests {
 
     #[test]
     fn causal_mask_hides_the_future() {
-        let mask = causal_mask(1, 2);
+        let mask = causal_mask(1, 2, 4);
         let values: Vec<u16> = mask
             .chunks(2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
             .collect();
-        assert_eq!(values, vec![0, 0, 0xFC00, 0, 0, 0]);
+        let hidden = 0xFC00;
+        assert_eq!(values, vec![0, 0, hidden, hidden, 0, 0, 0, hidden]);
     }
 }

@@ -3,17 +3,28 @@
 //!
 //! For each case, 32 tokens are generated greedily from the recorded `prompt_ids` with the top-5
 //! log-probabilities of every step, and compared with the recording:
-//! - identical: the 32 tokens equal the recorded ones. Asserted on at least 90% of the cases.
+//! - identical: the 32 tokens equal the recorded ones;
 //! - where a case first differs, the recorded top-2 log-probabilities at that step must be within
-//!   [`NEAR_TIE`] (a near tie, where the small numeric differences between two GGML builds may pick
-//!   either token). Asserted.
+//!   [`NEAR_TIE`] (a near tie, where the smallest numeric difference may pick either token);
 //! - at every step up to the first difference (same context on both sides), the largest
 //!   |Δ log-probability| of the recorded top-1 token, and over the top-5 entries whose ids both
-//!   sides list (aligned by id). The issue's target is [`MAX_LOGPROB_DELTA`] for both; neither
-//!   holds (top-1 up to ~0.12 for Qwen2.5-Coder and ~0.25 for SmolLM2, top-5 up to ~0.45 and ~1.0:
-//!   our ggml is newer than the llama.cpp build that recorded the reference, and these small
-//!   quantized models move that much under kernel changes; repacking the weights or not already
-//!   moves Qwen's by up to ~0.08), so they are printed, not asserted.
+//!   sides list (aligned by id).
+//!
+//! What is asserted depends on where the reference was recorded, because GGML's kernels round
+//! differently on different CPUs (AVX2 and AVX-512 quantize and sum activations in different
+//! orders), and these small quantized models turn that into log-probability differences of 0.1–0.3:
+//! - **Recorded on this machine** (`scripts/record-llama-reference.py`, which says so in the file's
+//!   `engine` field; run the test with `LMRS_SHARED_DIR` pointing at its output): every criterion
+//!   of the issue, for every model: at least [`MIN_IDENTICAL_SHARE`] identical, only near-tie
+//!   divergences, top-1 and top-5 deltas at most [`MAX_LOGPROB_DELTA`]. With flash attention (the
+//!   default, as in llama-server) lmrs computes what llama.cpp computes: 13/13 and 9/9 identical,
+//!   deltas below 0.001.
+//! - **Recorded elsewhere** (the shared recordings come from an AVX2 machine): only what survives a
+//!   change of CPU is asserted, for [`CROSS_MACHINE_MODELS`]: every divergence is a near tie. The
+//!   rest is printed. For scale, llama.cpp's own llama-server (same build as the recording, on this
+//!   AVX-512 machine) scores against the shared recordings: Qwen2.5-Coder 11/13 identical (2 near
+//!   ties), Δtop-1 0.116; SmolLM2 7/9 (2 divergences that are not near ties), Δtop-1 0.252 —
+//!   exactly lmrs's figures (`scripts/compare-greedy-references.py` compares two recordings).
 //!
 //! A summary table per model is printed (run with `--nocapture` to see it). Missing models are
 //! skipped (see `tests/common`). Meant for release builds: about 5,000 prompt tokens in all.
@@ -30,18 +41,19 @@ use serde_json::Value;
 const N_STEPS: usize = 32;
 /// Two log-probabilities this close are a near tie.
 const NEAR_TIE: f64 = 0.05;
-/// The issue's target for |Δ log-probability| at matching steps (reported, not asserted: see the
-/// module documentation).
+/// The issue's bound on |Δ log-probability| at matching steps (asserted against a recording made on
+/// this machine).
 const MAX_LOGPROB_DELTA: f64 = 0.05;
-/// Share of cases whose 32 tokens must be identical.
+/// Share of cases whose 32 tokens must be identical (asserted against a recording made on this
+/// machine).
 const MIN_IDENTICAL_SHARE: f64 = 0.9;
-/// Models whose token criteria are asserted. SmolLM2-135M (Q4_1) diverges from the recording on
-/// 4–5 of 9 prompts, not all near ties, with every attention variant we tried (fused or not, F16 or
-/// F32 cache, AVX-512 or AVX2 kernels); llama.cpp's own llama-server rebuilt from the same sources
-/// on this machine differs from the recording too (step 0 of `short-0`: −1.5307 here against
-/// −1.7323 recorded, where lmrs gives −1.531), so the recording reflects the recording machine's
-/// kernels. `scripts/record-llama-reference.py` re-records a reference on the current machine.
-const ASSERTED_MODELS: &[&str] = &["qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"];
+/// Models whose divergences must all be near ties even against a recording made on another CPU.
+/// Not SmolLM2-135M (Q4_1): llama.cpp itself, run here, diverges from the shared recording on 2 of
+/// 9 prompts where the recording has no near tie (step 0 of `short-0`: −1.5307 here against
+/// −1.7323 recorded, where lmrs gives −1.531).
+const CROSS_MACHINE_MODELS: &[&str] = &["qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"];
+/// What `scripts/record-llama-reference.py` writes in the `engine` field.
+const RECORDED_HERE: &str = "on this machine";
 /// Threads, as in the recording.
 const THREADS: usize = 2;
 
@@ -99,7 +111,9 @@ fn read_cases(path: &Path) -> (String, Vec<Case>) {
                 .collect(),
         })
         .collect();
-    (json["model"].as_str().unwrap_or("?").to_string(), cases)
+    let engine = json["engine"].as_str().unwrap_or("?");
+    let label = format!("{}, {engine}", json["model"].as_str().unwrap_or("?"));
+    (label, cases)
 }
 
 /// What one model's comparison found.
@@ -115,6 +129,8 @@ struct Summary {
     /// Where the largest top-5 delta was: `(case, step, rank in the recording)`.
     max_top5_at: Option<(String, usize, usize)>,
     millis: f64,
+    /// The reference was recorded on this machine.
+    recorded_here: bool,
 }
 
 fn compare_model(model_file: &str, reference_file: &str) -> Option<Summary> {
@@ -149,6 +165,7 @@ fn compare_model(model_file: &str, reference_file: &str) -> Option<Summary> {
 
     let mut summary = Summary {
         cases: cases.len(),
+        recorded_here: recorded_model.contains(RECORDED_HERE),
         ..Summary::default()
     };
     println!("\n{model_file} (reference: {recorded_model})");
@@ -275,9 +292,7 @@ fn greedy_generation_matches_llama_cpp() {
         }
         for (what, delta) in [("top-1", s.max_top1_delta), ("top-5", s.max_top5_delta)] {
             if delta > MAX_LOGPROB_DELTA {
-                println!(
-                    "  note: {what} delta {delta:.4} exceeds {MAX_LOGPROB_DELTA} (reported, not asserted)"
-                );
+                println!("  note: {what} delta {delta:.4} exceeds {MAX_LOGPROB_DELTA}");
             }
         }
     }
@@ -285,21 +300,32 @@ fn greedy_generation_matches_llama_cpp() {
     for (model_file, s) in &results {
         let share = s.identical as f64 / s.cases as f64;
         let verdict = format!(
-            "{model_file}: {} of {} cases identical ({:.0}%, need {:.0}%); divergences that are not near ties (case, step, recorded top-1, top-2): {:?}",
+            "{model_file}: {} of {} cases identical ({:.0}%, need {:.0}%); divergences that are not near ties (case, step, recorded top-1, top-2): {:?}; max Δ top-1 {:.4}, top-5 {:.4} (bound {MAX_LOGPROB_DELTA})",
             s.identical,
             s.cases,
             share * 100.0,
             MIN_IDENTICAL_SHARE * 100.0,
-            s.real_divergences
+            s.real_divergences,
+            s.max_top1_delta,
+            s.max_top5_delta,
         );
-        if !ASSERTED_MODELS.contains(model_file) {
-            // Known gap (see the module documentation): reported, not asserted.
-            println!("  not asserted: {verdict}");
-            continue;
+        if s.recorded_here {
+            // Same CPU, same kernels: every criterion of the issue.
+            assert!(
+                share >= MIN_IDENTICAL_SHARE
+                    && s.real_divergences.is_empty()
+                    && s.max_top1_delta <= MAX_LOGPROB_DELTA
+                    && s.max_top5_delta <= MAX_LOGPROB_DELTA,
+                "{verdict}"
+            );
+        } else if CROSS_MACHINE_MODELS.contains(model_file) {
+            // Another CPU: only near-tie divergences (see the module documentation).
+            assert!(s.real_divergences.is_empty(), "{verdict}");
+            println!(
+                "  recorded on another machine, asserted: only near-tie divergences; {verdict}"
+            );
+        } else {
+            println!("  recorded on another machine, not asserted: {verdict}");
         }
-        assert!(
-            share >= MIN_IDENTICAL_SHARE && s.real_divergences.is_empty(),
-            "{verdict}"
-        );
     }
 }

@@ -167,6 +167,36 @@ fn batch_shapes_give_close_logits() {
 }
 
 #[test]
+fn flash_and_unfused_attention_agree() {
+    // 300 tokens one at a time cross the 256-row padding of the flash-attention cache (the graph of
+    // a generated token is reused within a window and rebuilt at its edge); in batches of 64 they
+    // use GGML's tiled kernel. The unfused attention (transposed value cache, no padding, a graph
+    // per evaluation) must give the same logits within the batch-shape tolerance.
+    for arch in TinyArch::ALL {
+        let with = |flash_attention| {
+            load_tiny_with(
+                arch,
+                SEED,
+                ModelParams {
+                    flash_attention,
+                    ..tiny_support::model_params()
+                },
+            )
+        };
+        let (flash, unfused) = (with(true), with(false));
+        let prompt = code_tokens(&flash.model);
+        let long: Vec<TokenId> = prompt.iter().copied().cycle().take(300).collect();
+        for n_batch in [1, 64] {
+            assert_logits_close(
+                &logits_after(&flash.model, n_batch, &[&long]),
+                &logits_after(&unfused.model, n_batch, &[&long]),
+                &format!("{arch}: flash vs unfused attention, n_batch {n_batch}"),
+            );
+        }
+    }
+}
+
+#[test]
 fn weights_give_the_same_logits_repacked_or_mapped() {
     for arch in TinyArch::ALL {
         let repacked = load_tiny(arch);

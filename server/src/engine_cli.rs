@@ -121,6 +121,9 @@ pub struct BenchArgs {
     /// Do not repack weights into GGML's interleaved layout.
     #[arg(long)]
     no_repack: bool,
+    /// Unfused attention instead of flash attention (compare with `llama-bench -fa 0`).
+    #[arg(long)]
+    no_flash_attn: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -148,10 +151,21 @@ pub fn run(command: EngineCommand) -> anyhow::Result<()> {
 }
 
 fn load(path: &PathBuf, threads: Option<usize>, repack: bool) -> anyhow::Result<Arc<Model>> {
-    let mut params = ModelParams {
-        repack,
-        ..ModelParams::default()
-    };
+    load_with(
+        path,
+        threads,
+        ModelParams {
+            repack,
+            ..ModelParams::default()
+        },
+    )
+}
+
+fn load_with(
+    path: &PathBuf,
+    threads: Option<usize>,
+    mut params: ModelParams,
+) -> anyhow::Result<Arc<Model>> {
     if let Some(threads) = threads {
         params.n_threads = threads.max(1);
     }
@@ -264,7 +278,14 @@ fn mean_and_deviation(values: &[f64]) -> (f64, f64) {
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let model = load(&args.model, Some(args.threads), !args.no_repack)?;
+    let mut params = ModelParams {
+        repack: !args.no_repack,
+        ..ModelParams::default()
+    };
+    if args.no_flash_attn {
+        params.flash_attention = false;
+    }
+    let model = load_with(&args.model, Some(args.threads), params)?;
     let info = model.info().clone();
     let n_vocab = info.n_vocab as u64;
     let n_ctx = (args.n_prompt + args.n_gen + 16).max(64);

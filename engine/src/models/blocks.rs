@@ -259,8 +259,9 @@ pub fn swiglu_ffn<'a>(
 /// Self-attention of the batch over the KV cache of layer `layer`.
 ///
 /// `q` is `[head_dim, n_head, n_tokens]`, `k` `[head_dim, n_head_kv, n_tokens]` (both before RoPE),
-/// `v` `[n_head_kv*head_dim, n_tokens]`. Writes the batch's keys and values into the cache at rows
-/// `n_past..n_past+n_tokens`, then attends over rows `0..n_kv`. Returns `[n_head*head_dim, n_tokens]`.
+/// `v` `[n_head_kv*head_dim, n_tokens]`. Writes the batch's keys and values into the cache rows
+/// `batch.cache_rows` (the transposed values: columns `n_past..n_past+n_tokens`), then attends over
+/// rows `0..n_kv`, the mask hiding rows a token may not see. Returns `[n_head*head_dim, n_tokens]`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention<'a>(
     ctx: &'a Context,
@@ -274,7 +275,7 @@ pub fn attention<'a>(
     v: Tensor<'a>,
 ) -> Tensor<'a> {
     let hp = &cfg.hp;
-    let (n_tokens, n_past, n_kv) = (batch.n_tokens as i64, batch.n_past, batch.n_kv() as i64);
+    let (n_tokens, n_past, n_kv) = (batch.n_tokens as i64, batch.n_past, batch.n_kv as i64);
     let (head_dim, n_head_kv, n_embd_kv) = (
         hp.head_dim as i64,
         hp.n_head_kv as i64,
@@ -285,17 +286,11 @@ pub fn attention<'a>(
     let q = ctx.rope_ext(q, batch.positions, &cfg.rope); // [head_dim, n_head, n_tokens]
     let k = ctx.rope_ext(k, batch.positions, &cfg.rope); // [head_dim, n_head_kv, n_tokens]
 
-    // Append this batch's keys to the cache: row p of the key matrix holds position p.
+    // Write this batch's keys into the cache rows of their positions: row p holds position p.
     let (k_cache, v_cache) = (cache.keys(layer), cache.values(layer));
     let k_row_bytes = k_cache.nb()[1]; // keys: [n_embd_kv, n_ctx]
-    let k_rows = ctx.view_2d(
-        k_cache,
-        n_embd_kv,
-        n_tokens,
-        k_row_bytes,
-        n_past * k_row_bytes,
-    );
-    graph.build_forward(ctx.cpy(ctx.reshape_2d(k, n_embd_kv, n_tokens), k_rows));
+    let k = ctx.reshape_2d(k, n_embd_kv, n_tokens);
+    graph.build_forward(ctx.set_rows(k_cache, k, batch.cache_rows));
 
     // Cached keys per head: [head_dim, n_kv, n_head_kv].
     let element_bytes = k_cache.nb()[0];
@@ -317,14 +312,7 @@ pub fn attention<'a>(
 
     if batch.flash_attention {
         // Values stored like keys, [n_embd_kv, n_ctx]; fused softmax(q k^T / sqrt(d) + mask) v.
-        let v_rows = ctx.view_2d(
-            v_cache,
-            n_embd_kv,
-            n_tokens,
-            k_row_bytes,
-            n_past * k_row_bytes,
-        );
-        graph.build_forward(ctx.cpy(v, v_rows));
+        graph.build_forward(ctx.set_rows(v_cache, v, batch.cache_rows));
         let values = ctx.permute(
             ctx.view_3d(
                 v_cache,

@@ -68,23 +68,23 @@ pub struct BatchInputs<'a> {
     pub tokens: Tensor<'a>,
     /// Positions, I32 `[n_tokens]`.
     pub positions: Tensor<'a>,
-    /// Causal mask, F16 `[n_kv, n_tokens padded]`: 0 where a token may attend, -inf elsewhere.
+    /// Causal mask, F16 `[n_kv, n_tokens]`: 0 where a token may attend, -inf elsewhere (also on
+    /// the cache rows past the batch that padding brings in).
     pub mask: Tensor<'a>,
     /// Rows whose logits are wanted, I32 `[n_outputs]`.
     pub output_rows: Tensor<'a>,
+    /// Cache rows (positions) the batch's keys and values are written to, I64 `[n_tokens]`.
+    pub cache_rows: Tensor<'a>,
     /// Tokens in this batch.
     pub n_tokens: usize,
-    /// Tokens already in the KV cache before this batch.
+    /// Cache rows attention looks at, from row 0: at least everything cached plus this batch; with
+    /// flash attention rounded up so one graph serves many consecutive tokens.
+    pub n_kv: usize,
+    /// Tokens already in the KV cache before this batch. Only the unfused attention's transposed
+    /// value cache needs it in the graph (its column writes are views at this offset).
     pub n_past: usize,
     /// Use GGML's fused flash attention (else scores, softmax and weighted sum as separate ops).
     pub flash_attention: bool,
-}
-
-impl BatchInputs<'_> {
-    /// Cache rows attention looks at: everything cached plus this batch.
-    pub fn n_kv(&self) -> usize {
-        self.n_past + self.n_tokens
-    }
 }
 
 /// A model architecture: hyperparameters, bound weights and the forward pass.
