@@ -160,12 +160,21 @@ pub fn run_completion(
                 .max(Duration::from_millis(cfg.timeout_ms / 2)),
         };
         let mut rules = StopRules::new(stop_ctx.clone(), &prompt.heal);
-        let stats = engine.generate(&req, cancel, &mut |piece| rules.push(piece))?;
+        let stats = engine.generate(&req, cancel, &mut |piece| {
+            tracing::trace!(piece, "piece");
+            rules.push(piece)
+        })?;
         out.stats.reused += stats.reused;
         out.stats.evaluated += stats.evaluated;
         out.stats.generated += stats.generated;
         out.stats.prompt_ms += stats.prompt_ms;
         out.stats.gen_ms += stats.gen_ms;
+        debug!(
+            generated = ?rules.text(),
+            diverged = rules.diverged(),
+            budget_cut = stats.budget_cut,
+            "generation"
+        );
         let text = rules.finish(stats.budget_cut);
         if !text.is_empty() && !out.items.contains(&text) {
             out.items.push(text);
