@@ -288,43 +288,33 @@ pub fn attention<'a>(
 
     // Write this batch's keys into the cache rows of their positions: row p holds position p.
     let (k_cache, v_cache) = (cache.keys(layer), cache.values(layer));
-    let k_row_bytes = k_cache.nb()[1]; // keys: [n_embd_kv, n_ctx]
+    let k_row_bytes = k_cache.nb()[1]; // keys (and flash-attention values): [n_embd_kv, n_ctx]
     let k = ctx.reshape_2d(k, n_embd_kv, n_tokens);
     graph.build_forward(ctx.set_rows(k_cache, k, batch.cache_rows));
 
-    // Cached keys per head: [head_dim, n_kv, n_head_kv].
+    // The first n_kv rows of a cache matrix [n_embd_kv, n_ctx], per head: [head_dim, n_kv, n_head_kv].
     let element_bytes = k_cache.nb()[0];
     let head_bytes = element_bytes * head_dim as usize;
-    let keys = ctx.permute(
-        ctx.view_3d(
-            k_cache,
+    let rows_per_head = |matrix| {
+        let rows = ctx.view_3d(
+            matrix,
             head_dim,
             n_head_kv,
             n_kv,
             head_bytes,
             k_row_bytes,
             0,
-        ),
-        [0, 2, 1, 3],
-    );
+        );
+        ctx.permute(rows, [0, 2, 1, 3])
+    };
+    let keys = rows_per_head(k_cache);
     let queries = ctx.permute(q, [0, 2, 1, 3]); // [head_dim, n_tokens, n_head]
     let scale = 1.0 / (hp.head_dim as f32).sqrt();
 
     if batch.flash_attention {
         // Values stored like keys, [n_embd_kv, n_ctx]; fused softmax(q k^T / sqrt(d) + mask) v.
         graph.build_forward(ctx.set_rows(v_cache, v, batch.cache_rows));
-        let values = ctx.permute(
-            ctx.view_3d(
-                v_cache,
-                head_dim,
-                n_head_kv,
-                n_kv,
-                head_bytes,
-                k_row_bytes,
-                0,
-            ),
-            [0, 2, 1, 3],
-        ); // [head_dim, n_kv, n_head_kv]
+        let values = rows_per_head(v_cache); // [head_dim, n_kv, n_head_kv]
         let attended = ctx.flash_attn_ext(queries, keys, values, batch.mask, scale); // [head_dim, n_head, n_tokens]
         return ctx.reshape_2d(attended, head_dim * hp.n_head as i64, n_tokens);
     }
