@@ -31,14 +31,7 @@ fn tiny_model() -> &'static str {
 fn start(options: serde_json::Value) -> LspClient {
     let mut c = LspClient::spawn(&["--model", tiny_model(), "--threads", "1"]);
     c.initialize(&["utf-16"], options);
-    let end = c.wait_model(T);
-    assert!(
-        end["params"]["value"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("ready"),
-        "{end}"
-    );
+    c.wait_model_ready(T);
     c
 }
 

@@ -40,14 +40,7 @@ fn qwen_completes_an_obvious_function_body() {
         "24",
     ]);
     c.initialize(&["utf-16"], json!({"timeoutMs": 60000}));
-    let end = c.wait_model(Duration::from_secs(120));
-    assert!(
-        end["params"]["value"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("ready"),
-        "{end}"
-    );
+    c.wait_model_ready(Duration::from_secs(120));
     let uri = "file:///work/demo/calc.py";
     let text =
         "def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n    \n\n\nprint(add(1, 2))\n";

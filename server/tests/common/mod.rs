@@ -168,6 +168,18 @@ impl LspClient {
         r
     }
 
+    /// Waits for the model-loading progress to end and asserts that it ended with the model ready.
+    pub fn wait_model_ready(&mut self, timeout: Duration) {
+        let end = self.wait_model(timeout);
+        assert!(
+            end["params"]["value"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("ready"),
+            "{end}"
+        );
+    }
+
     /// Waits until the model finished loading (the `$/progress` end), or `timeout`.
     pub fn wait_model(&mut self, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
