@@ -12,7 +12,7 @@ use std::sync::Arc;
 use ggml_sys::{Buffer, BufferKind, Context, Tensor, TensorType};
 
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
-use crate::models::{self, Architecture};
+use crate::models::{self, Architecture, Hyperparameters};
 use crate::session::{InferError, Session, SessionParams};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
@@ -143,20 +143,8 @@ pub struct ModelInfo {
     pub file_size: u64,
     /// Number of parameters (elements of all tensors).
     pub n_params: u64,
-    /// Context length the model was trained with.
-    pub n_ctx_train: usize,
-    /// Embedding width.
-    pub n_embd: usize,
-    /// Number of layers.
-    pub n_layer: usize,
-    /// Attention heads.
-    pub n_head: usize,
-    /// Key/value heads.
-    pub n_head_kv: usize,
-    /// Width of a head.
-    pub head_dim: usize,
-    /// Vocabulary size.
-    pub n_vocab: usize,
+    /// Sizes of the architecture (layers, heads, widths, vocabulary, training context).
+    pub hyperparameters: Hyperparameters,
     /// Tensor counts per type name, sorted by name.
     pub tensor_types: Vec<(String, usize)>,
     /// Bytes of weights stored repacked in memory (the rest is used from the file mapping).
@@ -489,19 +477,13 @@ impl Model {
             path: path.to_path_buf(),
             file_size: file.bytes().len() as u64,
             n_params: file.tensors().iter().map(|t| t.n_elements()).sum(),
-            n_ctx_train: hp.n_ctx_train,
-            n_embd: hp.n_embd,
-            n_layer: hp.n_layer,
-            n_head: hp.n_head,
-            n_head_kv: hp.n_head_kv,
-            head_dim: hp.head_dim,
-            n_vocab: hp.n_vocab,
+            hyperparameters: hp.clone(),
             tensor_types,
             repacked_bytes: weights.repacked_bytes,
         };
         tracing::info!(
             architecture = %info.architecture,
-            layers = info.n_layer,
+            layers = info.hyperparameters.n_layer,
             repacked_mb = info.repacked_bytes / (1 << 20),
             "model loaded"
         );

@@ -23,7 +23,7 @@
 //! let path = std::env::temp_dir().join("tiny-qwen2.gguf");
 //! write_tiny_model(&path, TinyArch::Qwen2, 42)?;
 //! let model = Model::load(&path, ModelParams::default())?;
-//! assert_eq!(model.info().n_layer, lmrs::tiny::N_LAYER);
+//! assert_eq!(model.info().hyperparameters.n_layer, lmrs::tiny::N_LAYER);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -66,21 +66,28 @@ fn tiny_models_load_with_the_right_sizes() {
         assert_eq!(info.name.as_deref(), Some(format!("tiny-{arch}").as_str()));
         assert_eq!(info.path, tiny.path);
         assert_eq!(info.file_size, std::fs::metadata(&tiny.path).unwrap().len());
-        assert_eq!(info.n_ctx_train, tiny::N_CTX_TRAIN);
-        assert_eq!(info.n_embd, tiny::N_EMBD);
-        assert_eq!(info.n_layer, tiny::N_LAYER);
-        assert_eq!(info.n_head, tiny::N_HEAD);
-        assert_eq!(info.n_head_kv, tiny::N_HEAD_KV);
-        assert_eq!(info.head_dim, tiny::HEAD_DIM);
-        assert_eq!(info.n_vocab, tiny.model.tokenizer().vocab_size());
+        assert_eq!(info.hyperparameters.n_ctx_train, tiny::N_CTX_TRAIN);
+        assert_eq!(info.hyperparameters.n_embd, tiny::N_EMBD);
+        assert_eq!(info.hyperparameters.n_layer, tiny::N_LAYER);
+        assert_eq!(info.hyperparameters.n_head, tiny::N_HEAD);
+        assert_eq!(info.hyperparameters.n_head_kv, tiny::N_HEAD_KV);
+        assert_eq!(info.hyperparameters.head_dim, tiny::HEAD_DIM);
+        assert_eq!(
+            info.hyperparameters.n_vocab,
+            tiny.model.tokenizer().vocab_size()
+        );
         assert!(
-            info.n_vocab > 256 + 200,
+            info.hyperparameters.n_vocab > 256 + 200,
             "{arch}: vocabulary of {}",
-            info.n_vocab
+            info.hyperparameters.n_vocab
         );
 
         // Parameters: embeddings (+ output for llama), 7 matrices, 2 norms (+ 3 biases) per layer.
-        let (n_embd, n_ff, n_vocab) = (tiny::N_EMBD as u64, tiny::N_FF as u64, info.n_vocab as u64);
+        let (n_embd, n_ff, n_vocab) = (
+            tiny::N_EMBD as u64,
+            tiny::N_FF as u64,
+            info.hyperparameters.n_vocab as u64,
+        );
         let n_kv = (tiny::N_HEAD_KV * tiny::HEAD_DIM) as u64;
         let per_layer = 2 * n_embd * n_embd + 2 * n_embd * n_kv + 3 * n_embd * n_ff + 2 * n_embd;
         let biases = if arch == TinyArch::Qwen2 {

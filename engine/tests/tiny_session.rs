@@ -78,7 +78,7 @@ fn prefix_reuse_is_exact() {
         assert_eq!((stats.reused, stats.evaluated), (0, n), "{arch}");
         assert_eq!(fresh.tokens(), &prompt[..]);
         let reference = fresh.logits().unwrap().to_vec();
-        assert_eq!(reference.len(), model.info().n_vocab);
+        assert_eq!(reference.len(), model.info().hyperparameters.n_vocab);
         assert!(reference.iter().all(|l| l.is_finite()));
 
         // A shared prefix (two whole batches), a different continuation, then back to the real
@@ -583,7 +583,7 @@ fn bad_prompts_are_errors() {
     for arch in TinyArch::ALL {
         let tiny = load_tiny(arch);
         let model = &tiny.model;
-        let n_vocab = model.info().n_vocab;
+        let n_vocab = model.info().hyperparameters.n_vocab;
         let mut s = session(model, 32, 8);
         let greedy = InferenceParameters::greedy();
 

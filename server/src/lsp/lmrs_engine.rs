@@ -34,7 +34,9 @@ impl LmrsEngine {
         };
         let model =
             Arc::new(Model::load(&params.path, model_params).map_err(|e| load_err(e.to_string()))?);
-        let n_ctx = params.context_size.min(model.info().n_ctx_train.max(256));
+        let n_ctx = params
+            .context_size
+            .min(model.info().hyperparameters.n_ctx_train.max(256));
         let session = model
             .create_session(SessionParams {
                 n_ctx,
@@ -127,7 +129,7 @@ impl CompletionEngine for LmrsEngine {
             "{} ({}, {} layers, {} MB), context {}",
             info.name.as_deref().unwrap_or("model"),
             info.architecture,
-            info.n_layer,
+            info.hyperparameters.n_layer,
             info.file_size / 1_000_000,
             self.session.n_ctx()
         )
