@@ -49,6 +49,12 @@ pub struct ConfigArgs {
     /// Time budget per completion in milliseconds [default: 800]
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
+    /// The prefix window starts on a multiple of this many lines (1 = no rounding) [default: 16]
+    #[arg(long, value_name = "LINES")]
+    pub block_lines: Option<usize>,
+    /// Start the prompt with Qwen's repo-level header (workspace folder name, file path)
+    #[arg(long)]
+    pub repo_header: bool,
 }
 
 fn parse_order(s: &str) -> Result<FimOrder, String> {
@@ -78,10 +84,14 @@ impl ConfigArgs {
             prefix_tokens,
             suffix_tokens,
             fim_order,
-            timeout_ms
+            timeout_ms,
+            block_lines
         );
         if self.single_line {
             c.multiline = false;
+        }
+        if self.repo_header {
+            c.repo_header = true;
         }
         c
     }
@@ -168,7 +178,7 @@ pub fn run(args: &CompleteArgs) -> anyhow::Result<()> {
     };
     for _ in 0..args.repeat.max(1) {
         let c = run_completion(engine.as_mut(), &input, &cfg, &Cancel::new())?;
-        println!("{}", c.items.first().map_or("", String::as_str));
+        crate::outln!("{}", c.items.first().map_or("", String::as_str))?;
         eprintln!(
             "lmrs: prompt {} tokens (reused {}, evaluated {}) {:.0} ms; generated {} tokens {:.0} ms; total {:.0} ms",
             c.prompt_tokens, c.stats.reused, c.stats.evaluated, c.stats.prompt_ms, c.stats.generated, c.stats.gen_ms, c.total_ms

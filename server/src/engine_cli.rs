@@ -261,7 +261,7 @@ fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", args.model.display()))?;
     let tokenizer = lmrs::Tokenizer::from_gguf(&file).context("building the tokenizer")?;
     let ids = tokenizer.encode(&text, args.special);
-    println!("{}", serde_json::to_string(&ids)?);
+    lmrs_lsp::outln!("{}", serde_json::to_string(&ids)?)?;
     Ok(())
 }
 
@@ -287,7 +287,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let model = load_with(&args.model, Some(args.threads), params)?;
     let info = model.info().clone();
-    let n_vocab = info.n_vocab as u64;
+    let n_vocab = info.hyperparameters.n_vocab as u64;
     let n_ctx = (args.n_prompt + args.n_gen + 16).max(64);
     let mut session = model.create_session(SessionParams {
         n_ctx,
@@ -350,18 +350,18 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        lmrs_lsp::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
     } else {
-        println!("| model | size | params | backend | threads | test | t/s |");
-        println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+        lmrs_lsp::outln!("| model | size | params | backend | threads | test | t/s |")?;
+        lmrs_lsp::outln!("| --- | ---: | ---: | --- | ---: | ---: | ---: |")?;
         for (test, rates) in &results {
             let (mean, deviation) = mean_and_deviation(rates);
-            println!(
+            lmrs_lsp::outln!(
                 "| {model_name} | {size_mib:.2} MiB | {:.2} M | CPU ({}) | {} | {test} | {mean:.2} ± {deviation:.2} |",
                 info.n_params as f64 / 1e6,
                 ggml_sys_features(),
                 args.threads
-            );
+            )?;
         }
     }
     Ok(())
@@ -375,53 +375,59 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
     let model = load(&args.model, None, true)?;
     let info = model.info();
     let tokenizer = model.tokenizer();
-    println!(
+    lmrs_lsp::outln!(
         "file:          {} ({:.1} MiB)",
         info.path.display(),
         info.file_size as f64 / (1024.0 * 1024.0)
-    );
+    )?;
     if let Some(name) = &info.name {
-        println!("name:          {name}");
+        lmrs_lsp::outln!("name:          {name}")?;
     }
-    println!("architecture:  {}", info.architecture);
-    println!("parameters:    {:.1} M", info.n_params as f64 / 1e6);
-    println!(
-        "layers:        {} (embedding {}, heads {} / kv {} of width {})",
-        info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.head_dim
-    );
-    println!("context:       {} tokens (training)", info.n_ctx_train);
+    lmrs_lsp::outln!("architecture:  {}", info.architecture)?;
+    lmrs_lsp::outln!("parameters:    {:.1} M", info.n_params as f64 / 1e6)?;
+    let hp = &info.hyperparameters;
+    lmrs_lsp::outln!(
+        "layers:        {} (embedding {}, feed-forward {}, heads {} / kv {} of width {})",
+        hp.n_layer,
+        hp.n_embd,
+        hp.n_ff,
+        hp.n_head,
+        hp.n_head_kv,
+        hp.head_dim
+    )?;
+    lmrs_lsp::outln!("context:       {} tokens (training)", hp.n_ctx_train)?;
     let types: Vec<String> = info
         .tensor_types
         .iter()
         .map(|(name, count)| format!("{name} x{count}"))
         .collect();
-    println!("tensor types:  {}", types.join(", "));
-    println!(
+    lmrs_lsp::outln!("tensor types:  {}", types.join(", "))?;
+    lmrs_lsp::outln!(
         "repacked:      {:.1} MiB of weights in GGML's interleaved layout",
         info.repacked_bytes as f64 / (1024.0 * 1024.0)
-    );
-    println!("vocabulary:    {} tokens", tokenizer.vocab_size());
+    )?;
+    lmrs_lsp::outln!("vocabulary:    {} tokens", tokenizer.vocab_size())?;
     let show = |id: Option<TokenId>| match id {
         Some(id) => format!("{id} {:?}", tokenizer.token_text(id).unwrap_or("")),
         None => "-".to_string(),
     };
-    println!(
+    lmrs_lsp::outln!(
         "bos / eos:     {} / {} (add bos: {})",
         show(tokenizer.bos()),
         show(tokenizer.eos()),
         tokenizer.add_bos()
-    );
+    )?;
     let fim = tokenizer.fim();
-    println!("fim prefix:    {}", show(fim.prefix));
-    println!("fim suffix:    {}", show(fim.suffix));
-    println!("fim middle:    {}", show(fim.middle));
-    println!("fim pad:       {}", show(fim.pad));
-    println!("repo name:     {}", show(fim.repo_name));
-    println!("file sep:      {}", show(fim.file_separator));
-    println!("cpu:           {}", lmrs::cpu_features());
+    lmrs_lsp::outln!("fim prefix:    {}", show(fim.prefix))?;
+    lmrs_lsp::outln!("fim suffix:    {}", show(fim.suffix))?;
+    lmrs_lsp::outln!("fim middle:    {}", show(fim.middle))?;
+    lmrs_lsp::outln!("fim pad:       {}", show(fim.pad))?;
+    lmrs_lsp::outln!("repo name:     {}", show(fim.repo_name))?;
+    lmrs_lsp::outln!("file sep:      {}", show(fim.file_separator))?;
+    lmrs_lsp::outln!("cpu:           {}", lmrs::cpu_features())?;
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     if let Some(rss) = resident_bytes() {
-        println!("resident:      {:.1} MiB after loading", mib(rss));
+        lmrs_lsp::outln!("resident:      {:.1} MiB after loading", mib(rss))?;
     }
     let mut session = model.create_session(SessionParams {
         n_ctx: args.ctx_size,
@@ -433,13 +439,13 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
         session.feed(&probe)?;
     }
     if let Some(rss) = resident_bytes() {
-        println!(
+        lmrs_lsp::outln!(
             "in use:        {:.1} MiB resident after evaluating a prompt with a {}-token session (KV cache {:.1} MiB, compute buffer {:.1} MiB)",
             mib(rss),
             args.ctx_size,
             mib(session.kv_cache_bytes() as u64),
             mib(session.compute_buffer_bytes() as u64)
-        );
+        )?;
     }
     Ok(())
 }
@@ -457,6 +463,6 @@ fn tiny_model(output: &std::path::Path, arch: &str, seed: u64) -> anyhow::Result
     let arch: lmrs::tiny::TinyArch = arch.parse()?;
     lmrs::tiny::write_tiny_model(output, arch, seed)
         .with_context(|| format!("writing {}", output.display()))?;
-    println!("{}", output.display());
+    lmrs_lsp::outln!("{}", output.display())?;
     Ok(())
 }

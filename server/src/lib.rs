@@ -5,3 +5,13 @@
 
 pub mod complete_cli;
 pub mod lsp;
+
+/// `println!` that returns the write error instead of panicking, so `lmrs info MODEL | head`
+/// ends quietly when the reader goes away (`main` treats a broken pipe as a normal end).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}

@@ -3,6 +3,8 @@
 
 mod engine_cli;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use lmrs_lsp::complete_cli::{CompleteArgs, ConfigArgs};
 use tracing_subscriber::EnvFilter;
@@ -39,8 +41,44 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader of our stdout went away (`lmrs info MODEL | head`): a normal end, as for
+        // any Unix filter.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", describe_error(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Error: what failed`, then one `caused by:` line per cause that the line before does not
+/// already spell out (library errors often include their source's message in their own).
+fn describe_error(error: &anyhow::Error) -> String {
+    let mut out = format!("Error: {error}");
+    let mut previous = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !previous.contains(&text) {
+            out.push_str("\n  caused by: ");
+            out.push_str(&text);
+        }
+        previous = text;
+    }
+    out
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Lsp(args) => {
             init_tracing("info");
