@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use lmrs::{InferenceFeedback, InferenceParameters, Model, ModelParams, SessionParams, TokenId};
+use lmrs_lsp::outln;
 
 /// Subcommands that talk to the engine directly.
 #[derive(Debug, Subcommand)]
@@ -224,9 +225,8 @@ fn infer(args: InferArgs) -> anyhow::Result<()> {
         }
     })?;
     if let Some(error) = write_error {
-        if error.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(error.into());
-        }
+        // A closed stdout (`lmrs infer ... | head`) ends here too; `main` treats it as a normal end.
+        return Err(error.into());
     }
     if !args.json {
         writeln!(out)?;
@@ -261,7 +261,7 @@ fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", args.model.display()))?;
     let tokenizer = lmrs::Tokenizer::from_gguf(&file).context("building the tokenizer")?;
     let ids = tokenizer.encode(&text, args.special);
-    lmrs_lsp::outln!("{}", serde_json::to_string(&ids)?)?;
+    outln!("{}", serde_json::to_string(&ids)?)?;
     Ok(())
 }
 
@@ -350,13 +350,13 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        lmrs_lsp::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
     } else {
-        lmrs_lsp::outln!("| model | size | params | backend | threads | test | t/s |")?;
-        lmrs_lsp::outln!("| --- | ---: | ---: | --- | ---: | ---: | ---: |")?;
+        outln!("| model | size | params | backend | threads | test | t/s |")?;
+        outln!("| --- | ---: | ---: | --- | ---: | ---: | ---: |")?;
         for (test, rates) in &results {
             let (mean, deviation) = mean_and_deviation(rates);
-            lmrs_lsp::outln!(
+            outln!(
                 "| {model_name} | {size_mib:.2} MiB | {:.2} M | CPU ({}) | {} | {test} | {mean:.2} ± {deviation:.2} |",
                 info.n_params as f64 / 1e6,
                 ggml_sys_features(),
@@ -375,18 +375,18 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
     let model = load(&args.model, None, true)?;
     let info = model.info();
     let tokenizer = model.tokenizer();
-    lmrs_lsp::outln!(
+    outln!(
         "file:          {} ({:.1} MiB)",
         info.path.display(),
         info.file_size as f64 / (1024.0 * 1024.0)
     )?;
     if let Some(name) = &info.name {
-        lmrs_lsp::outln!("name:          {name}")?;
+        outln!("name:          {name}")?;
     }
-    lmrs_lsp::outln!("architecture:  {}", info.architecture)?;
-    lmrs_lsp::outln!("parameters:    {:.1} M", info.n_params as f64 / 1e6)?;
+    outln!("architecture:  {}", info.architecture)?;
+    outln!("parameters:    {:.1} M", info.n_params as f64 / 1e6)?;
     let hp = &info.hyperparameters;
-    lmrs_lsp::outln!(
+    outln!(
         "layers:        {} (embedding {}, feed-forward {}, heads {} / kv {} of width {})",
         hp.n_layer,
         hp.n_embd,
@@ -395,39 +395,39 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
         hp.n_head_kv,
         hp.head_dim
     )?;
-    lmrs_lsp::outln!("context:       {} tokens (training)", hp.n_ctx_train)?;
+    outln!("context:       {} tokens (training)", hp.n_ctx_train)?;
     let types: Vec<String> = info
         .tensor_types
         .iter()
         .map(|(name, count)| format!("{name} x{count}"))
         .collect();
-    lmrs_lsp::outln!("tensor types:  {}", types.join(", "))?;
-    lmrs_lsp::outln!(
+    outln!("tensor types:  {}", types.join(", "))?;
+    outln!(
         "repacked:      {:.1} MiB of weights in GGML's interleaved layout",
         info.repacked_bytes as f64 / (1024.0 * 1024.0)
     )?;
-    lmrs_lsp::outln!("vocabulary:    {} tokens", tokenizer.vocab_size())?;
+    outln!("vocabulary:    {} tokens", tokenizer.vocab_size())?;
     let show = |id: Option<TokenId>| match id {
         Some(id) => format!("{id} {:?}", tokenizer.token_text(id).unwrap_or("")),
         None => "-".to_string(),
     };
-    lmrs_lsp::outln!(
+    outln!(
         "bos / eos:     {} / {} (add bos: {})",
         show(tokenizer.bos()),
         show(tokenizer.eos()),
         tokenizer.add_bos()
     )?;
     let fim = tokenizer.fim();
-    lmrs_lsp::outln!("fim prefix:    {}", show(fim.prefix))?;
-    lmrs_lsp::outln!("fim suffix:    {}", show(fim.suffix))?;
-    lmrs_lsp::outln!("fim middle:    {}", show(fim.middle))?;
-    lmrs_lsp::outln!("fim pad:       {}", show(fim.pad))?;
-    lmrs_lsp::outln!("repo name:     {}", show(fim.repo_name))?;
-    lmrs_lsp::outln!("file sep:      {}", show(fim.file_separator))?;
-    lmrs_lsp::outln!("cpu:           {}", lmrs::cpu_features())?;
+    outln!("fim prefix:    {}", show(fim.prefix))?;
+    outln!("fim suffix:    {}", show(fim.suffix))?;
+    outln!("fim middle:    {}", show(fim.middle))?;
+    outln!("fim pad:       {}", show(fim.pad))?;
+    outln!("repo name:     {}", show(fim.repo_name))?;
+    outln!("file sep:      {}", show(fim.file_separator))?;
+    outln!("cpu:           {}", lmrs::cpu_features())?;
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     if let Some(rss) = resident_bytes() {
-        lmrs_lsp::outln!("resident:      {:.1} MiB after loading", mib(rss))?;
+        outln!("resident:      {:.1} MiB after loading", mib(rss))?;
     }
     let mut session = model.create_session(SessionParams {
         n_ctx: args.ctx_size,
@@ -439,7 +439,7 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
         session.feed(&probe)?;
     }
     if let Some(rss) = resident_bytes() {
-        lmrs_lsp::outln!(
+        outln!(
             "in use:        {:.1} MiB resident after evaluating a prompt with a {}-token session (KV cache {:.1} MiB, compute buffer {:.1} MiB)",
             mib(rss),
             args.ctx_size,
@@ -463,6 +463,6 @@ fn tiny_model(output: &std::path::Path, arch: &str, seed: u64) -> anyhow::Result
     let arch: lmrs::tiny::TinyArch = arch.parse()?;
     lmrs::tiny::write_tiny_model(output, arch, seed)
         .with_context(|| format!("writing {}", output.display()))?;
-    lmrs_lsp::outln!("{}", output.display())?;
+    outln!("{}", output.display())?;
     Ok(())
 }
