@@ -12,7 +12,7 @@ use ropey::Rope;
 use crate::lsp::config::Config;
 use crate::lsp::engine::{self, Cancel, LoadParams};
 use crate::lsp::prompt::FimOrder;
-use crate::lsp::worker::{run_completion, CursorContext, JobInput};
+use crate::lsp::worker::{run_completion, snippet_for_cursor, CursorContext, JobInput};
 
 /// Command-line flags that set configuration defaults (`initializationOptions` and
 /// `workspace/didChangeConfiguration` override them in the server).
@@ -55,6 +55,9 @@ pub struct ConfigArgs {
     /// Start the prompt with Qwen's repo-level header (workspace folder name, file path)
     #[arg(long)]
     pub repo_header: bool,
+    /// Prompt tokens of similar code retrieved from elsewhere in the file, 0 = off, e.g. 64 [default: 0]
+    #[arg(long, value_name = "TOKENS")]
+    pub snippet_tokens: Option<usize>,
 }
 
 fn parse_order(s: &str) -> Result<FimOrder, String> {
@@ -85,7 +88,8 @@ impl ConfigArgs {
             suffix_tokens,
             fim_order,
             timeout_ms,
-            block_lines
+            block_lines,
+            snippet_tokens
         );
         if self.single_line {
             c.multiline = false;
@@ -170,8 +174,18 @@ pub fn run(args: &CompleteArgs) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
+    let ctx = CursorContext::extract(&rope, cursor, prefix_tokens, suffix_tokens);
     let input = JobInput {
-        ctx: CursorContext::extract(&rope, cursor, prefix_tokens, suffix_tokens),
+        snippet: snippet_for_cursor(
+            &rope,
+            cursor,
+            prefix_tokens,
+            suffix_tokens,
+            cfg.snippet_tokens,
+            None,
+        )
+        .map(|s| s.text),
+        ctx,
         repo_name,
         rel_path,
         alternatives: 1,

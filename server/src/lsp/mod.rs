@@ -14,5 +14,6 @@ pub mod generation;
 pub mod lmrs_engine;
 pub mod position;
 pub mod prompt;
+pub mod retrieval;
 pub mod server;
 pub mod worker;

@@ -10,7 +10,9 @@
 //!   start), and the text that changes while the user types within a line (the end of L) is at the
 //!   very end of the prompt: the session's KV cache keeps everything before it and a keystroke only
 //!   evaluates the typed tokens. Suffix-first (SPM) and plain PSM orders are available too;
-//! - models without FIM tokens get the prefix alone.
+//! - models without FIM tokens get the prefix alone;
+//! - a snippet of similar code from elsewhere in the file (see [`super::retrieval`]), when there is
+//!   one, opens the prefix: the lines like those above the cursor and what followed them there.
 //!
 //! Budgets are in model tokens (counted by the caller's tokenizer) and cuts fall on line boundaries.
 //! The prefix window's first line is rounded *up* to a multiple of `block_lines`, so successive
@@ -99,6 +101,8 @@ pub struct PromptParams {
     pub order: FimOrder,
     /// The prefix window starts on a multiple of this many lines (1 = no quantization).
     pub block_lines: usize,
+    /// Most tokens of the retrieved snippet (whole lines, kept from its end).
+    pub snippet_tokens: usize,
 }
 
 /// The text around the cursor, as the caller extracted it from the document.
@@ -114,6 +118,8 @@ pub struct PromptInput<'a> {
     pub repo_name: Option<&'a str>,
     /// Path of the file relative to the workspace folder.
     pub file_path: Option<&'a str>,
+    /// Similar code from elsewhere in the file (see [`super::retrieval`]), shown before the prefix.
+    pub snippet: Option<&'a str>,
 }
 
 /// A built prompt.
@@ -253,6 +259,21 @@ pub fn build_prompt(
         suffix.push_str(l);
     }
 
+    // --- snippet: whole lines from its end (what followed the similar lines matters most),
+    // within its own budget.
+    let snippet_lines: Vec<&str> = input.snippet.unwrap_or("").split_inclusive('\n').collect();
+    let mut first_kept = snippet_lines.len();
+    let mut used = 0;
+    while first_kept > 0 {
+        let t = count(snippet_lines[first_kept - 1]);
+        if used + t > params.snippet_tokens {
+            break;
+        }
+        used += t;
+        first_kept -= 1;
+    }
+    prefix.insert_str(0, &snippet_lines[first_kept..].concat());
+
     let mut segments = Vec::new();
     if !fim.fim {
         segments.push(Segment::Text(prefix));
@@ -327,6 +348,7 @@ mod tests {
             suffix_tokens,
             order,
             block_lines,
+            snippet_tokens: 0,
         }
     }
 
@@ -338,8 +360,40 @@ mod tests {
             suffix,
             repo_name: repo.then_some("lmrs"),
             file_path: repo.then_some("src/lib.rs"),
+            snippet: None,
         };
         build_prompt(&input, fim, &p, &count)
+    }
+
+    #[test]
+    fn snippet_opens_the_prefix_and_keeps_its_last_lines_within_budget() {
+        let input = PromptInput {
+            prefix: "fn test_b() {\n    let seed = $0",
+            prefix_first_line: 40,
+            suffix: "\n}\n",
+            repo_name: None,
+            file_path: None,
+            snippet: Some("#[test]\nfn test_a() {\n    let seed = testseed();\n"),
+        };
+        let input = PromptInput {
+            prefix: input.prefix.trim_end_matches("$0"),
+            ..input
+        };
+        let p = PromptParams {
+            snippet_tokens: 9,
+            ..params(FimOrder::LinePsm, 100, 50, 1)
+        };
+        // The last two lines cost 4 + 5 tokens; "#[test]\n" (2 more) is left out.
+        expect![[r#"
+            <|fim_prefix|>fn test_a() {
+                let seed = testseed();
+            fn test_b() {
+            <|fim_suffix|>
+            }
+            <|fim_middle|>    let seed =
+            [heal " "]"#]]
+        .assert_eq(&build_prompt(&input, QWEN, &p, &count).render());
+        assert_eq!(build_prompt(&input, QWEN, &p, &count).prefix_start_line, 40);
     }
 
     fn check(input: &str, expect: Expect) {

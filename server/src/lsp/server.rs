@@ -20,7 +20,7 @@ use super::config::Config;
 use super::documents::{DocumentStore, Edit};
 use super::engine::{Cancel, LoadParams};
 use super::position::{char_to_position, position_to_char, PositionEncoding};
-use super::worker::{CursorContext, Job, JobInput, Worker};
+use super::worker::{snippet_for_cursor, CursorContext, Job, JobInput, Worker};
 
 /// Characters that typing-through may skip over.
 const MAX_TYPED: usize = 64;
@@ -41,6 +41,8 @@ struct Shared {
     model: Mutex<ModelState>,
     cache: Mutex<CompletionCache>,
     inflight: Mutex<HashMap<String, (u64, Cancel)>>,
+    /// First line of the last retrieved snippet per document (kept while still similar).
+    snippet_lines: Mutex<HashMap<String, usize>>,
     workspace: Mutex<Vec<(String, String)>>, // (folder uri with trailing '/', name)
     progress_supported: Mutex<bool>,
     next_id: AtomicU64,
@@ -87,6 +89,7 @@ impl Backend {
             model: Mutex::new(ModelState::NotLoaded),
             cache: Mutex::new(cache),
             inflight: Mutex::default(),
+            snippet_lines: Mutex::default(),
             workspace: Mutex::default(),
             progress_supported: Mutex::new(false),
             next_id: AtomicU64::new(1),
@@ -258,6 +261,19 @@ impl Backend {
         }
         let (prefix_tokens, suffix_tokens) = cfg.budgets();
         let ctx = CursorContext::extract(&rope, cursor, prefix_tokens, suffix_tokens);
+        let previous = lock(&self.shared.snippet_lines).get(uri).copied();
+        let snippet = snippet_for_cursor(
+            &rope,
+            cursor,
+            prefix_tokens,
+            suffix_tokens,
+            cfg.snippet_tokens,
+            previous,
+        );
+        if let Some(s) = &snippet {
+            lock(&self.shared.snippet_lines).insert(uri.to_owned(), s.first_line);
+        }
+        let snippet = snippet.map(|s| s.text);
         drop(rope);
         let (repo_name, rel_path) = self.workspace_of(uri);
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -274,6 +290,7 @@ impl Backend {
                 repo_name,
                 rel_path,
                 alternatives,
+                snippet,
             },
             config: cfg,
             cancel: cancel.clone(),
@@ -445,6 +462,7 @@ impl LanguageServer for Backend {
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
         let uri = params.text_document.uri.0;
         lock(&self.shared.docs).close(&uri);
+        lock(&self.shared.snippet_lines).remove(&uri);
         if let Some((_, c)) = lock(&self.shared.inflight).remove(&uri) {
             c.cancel();
         }

@@ -20,6 +20,7 @@ use super::engine::{
 };
 use super::generation::{StopContext, StopRules};
 use super::prompt::{build_prompt, PromptInput, PromptParams};
+use super::retrieval::{similar_snippet, Snippet, SnippetParams};
 
 /// Characters of text the prompt builder may look at per prompt token of budget.
 const CHARS_PER_TOKEN_WINDOW: usize = 8;
@@ -68,10 +69,48 @@ impl CursorContext {
         }
     }
 
+    /// Absolute lines this context covers (the most the prompt can show), end exclusive.
+    pub fn lines(&self) -> std::ops::Range<usize> {
+        let before = self.prefix.matches('\n').count();
+        let after = self.suffix.matches('\n').count();
+        self.prefix_first_line..self.prefix_first_line + before + after + 1
+    }
+
     /// The cursor line up to the cursor.
     pub fn line_before_cursor(&self) -> &str {
         self.prefix.rsplit('\n').next().unwrap_or("")
     }
+}
+
+/// Similar code from elsewhere in the document for a completion at `cursor` (see
+/// [`super::retrieval`]), or `None` when `snippet_tokens` is 0 or nothing is similar enough;
+/// `previous` is the first line of the snippet of the document's previous request.
+///
+/// The query and the lines left out (those the prompt may already show) depend on the cursor's
+/// line only, not its column: typing on a line keeps the snippet, so the prompt keeps its start
+/// and the KV cache stays valid.
+pub fn snippet_for_cursor(
+    rope: &Rope,
+    cursor: usize,
+    prefix_tokens: usize,
+    suffix_tokens: usize,
+    snippet_tokens: usize,
+    previous: Option<usize>,
+) -> Option<Snippet> {
+    if snippet_tokens == 0 {
+        return None;
+    }
+    let cursor_line = rope.char_to_line(cursor.min(rope.len_chars()));
+    let line_start = rope.line_to_char(cursor_line);
+    let shown = CursorContext::extract(rope, line_start, prefix_tokens, suffix_tokens).lines();
+    let params = SnippetParams::default();
+    let snippet = similar_snippet(rope, cursor_line, shown, previous, &params)?;
+    debug!(
+        first_line = snippet.first_line,
+        similarity = snippet.similarity,
+        "snippet"
+    );
+    Some(snippet)
 }
 
 /// Everything one completion needs besides the engine.
@@ -85,6 +124,8 @@ pub struct JobInput {
     pub rel_path: Option<String>,
     /// Number of suggestions wanted (1 unless explicitly invoked).
     pub alternatives: usize,
+    /// Similar code from elsewhere in the document, for the prompt.
+    pub snippet: Option<String>,
 }
 
 /// The result of one completion.
@@ -118,12 +159,14 @@ pub fn run_completion(
         suffix: &input.ctx.suffix,
         repo_name: input.repo_name.as_deref().filter(|_| cfg.repo_header),
         file_path: input.rel_path.as_deref().filter(|_| cfg.repo_header),
+        snippet: input.snippet.as_deref(),
     };
     let params = PromptParams {
         prefix_tokens,
         suffix_tokens,
         order: cfg.fim_order,
         block_lines: cfg.block_lines,
+        snippet_tokens: cfg.snippet_tokens,
     };
     let prompt = build_prompt(&prompt_input, engine.fim_support(), &params, &|t| {
         engine.count(t)
@@ -375,6 +418,7 @@ mod tests {
                 repo_name: None,
                 rel_path: None,
                 alternatives: 1,
+                snippet: None,
             };
             run_completion(engine.as_mut(), &input, &cfg, &Cancel::new()).unwrap()
         };
@@ -393,6 +437,35 @@ mod tests {
     }
 
     #[test]
+    fn snippet_depends_on_the_cursor_line_not_its_column() {
+        let mut text = String::new();
+        for i in 0..40 {
+            text.push_str(&format!(
+                "#[test]\nfn test_{i}() {{\n    let seed = u64::from_le_bytes(*b\"testseed\");\n    check_all_{i}(seed);\n}}\n"
+            ));
+            text.push_str(&format!(
+                "fn helper_{i}(x: u32) -> u32 {{\n    x + {i}\n}}\n"
+            ));
+        }
+        text.push_str("#[test]\nfn test_last() {\n    let seed = u64::from_le_bytes(*b\"testseed\");\n    check\n");
+        let rope = Rope::from_str(&text);
+        let line = rope.len_lines() - 2; // "    check"
+        let at =
+            |col: usize| snippet_for_cursor(&rope, rope.line_to_char(line) + col, 64, 16, 64, None);
+        let snippet = at(4).expect("similar tests exist far above");
+        assert!(snippet.text.contains("testseed"), "{}", snippet.text);
+        assert_eq!(
+            at(9),
+            Some(snippet.clone()),
+            "typing on the line keeps the snippet"
+        );
+        assert_eq!(
+            snippet_for_cursor(&rope, rope.line_to_char(line) + 4, 64, 16, 0, None),
+            None
+        );
+    }
+
+    #[test]
     fn cancelled_completion_is_empty() {
         let mut engine = tiny_engine();
         let cancel = Cancel::new();
@@ -405,6 +478,7 @@ mod tests {
             repo_name: None,
             rel_path: None,
             alternatives: 3,
+            snippet: None,
         };
         let c = run_completion(engine.as_mut(), &input, &Config::default(), &cancel).unwrap();
         assert!(c.items.is_empty());
