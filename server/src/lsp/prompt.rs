@@ -204,6 +204,21 @@ pub fn heal_start(line: &str) -> usize {
     }
 }
 
+/// Index of the first of the trailing `lines` that together cost at most `budget` tokens.
+fn last_lines_within(lines: &[&str], budget: usize, count: &dyn Fn(&str) -> usize) -> usize {
+    let mut used = 0;
+    let mut first = lines.len();
+    while first > 0 {
+        let t = count(lines[first - 1]);
+        if used + t > budget {
+            break;
+        }
+        used += t;
+        first -= 1;
+    }
+    first
+}
+
 /// Builds the prompt. `count` returns the number of model tokens of a text.
 pub fn build_prompt(
     input: &PromptInput<'_>,
@@ -221,16 +236,8 @@ pub fn build_prompt(
     };
     let heal_at = heal_start(cursor_line);
     let (cursor_kept, heal) = cursor_line.split_at(heal_at);
-    let mut used = count(cursor_kept);
-    let mut first = full_lines.len();
-    while first > 0 {
-        let t = count(full_lines[first - 1]);
-        if used + t > params.prefix_tokens {
-            break;
-        }
-        used += t;
-        first -= 1;
-    }
+    let budget = params.prefix_tokens.saturating_sub(count(cursor_kept));
+    let mut first = last_lines_within(full_lines, budget, count);
     let abs_first = input.prefix_first_line + first;
     let block = params.block_lines.max(1);
     let aligned = abs_first.div_ceil(block) * block;
@@ -262,16 +269,7 @@ pub fn build_prompt(
     // --- snippet: whole lines from its end (what followed the similar lines matters most),
     // within its own budget.
     let snippet_lines: Vec<&str> = input.snippet.unwrap_or("").split_inclusive('\n').collect();
-    let mut first_kept = snippet_lines.len();
-    let mut used = 0;
-    while first_kept > 0 {
-        let t = count(snippet_lines[first_kept - 1]);
-        if used + t > params.snippet_tokens {
-            break;
-        }
-        used += t;
-        first_kept -= 1;
-    }
+    let first_kept = last_lines_within(&snippet_lines, params.snippet_tokens, count);
     prefix.insert_str(0, &snippet_lines[first_kept..].concat());
 
     let mut segments = Vec::new();
