@@ -62,3 +62,55 @@ fn a_truncated_model_file_is_one_clear_error() {
     assert!(!stderr.contains("backtrace"), "stderr: {stderr}");
     assert!(output.stdout.is_empty());
 }
+
+#[test]
+fn complete_shows_similar_code_from_far_above_only_when_asked() {
+    let model = tiny_model("snippet");
+    let dir = std::env::temp_dir().join(format!("lmrs-cli-snippet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("seeds.rs");
+    // A test far above the cursor, 80 unrelated lines, then the start of a test just like it.
+    let mut text = String::from(
+        "#[test]\nfn check_seed_round_trip() {\n    let seed = from_le_bytes(testseed);\n    let unique_marker_line = seed + 42;\n}\n",
+    );
+    for i in 0..80 {
+        text.push_str(&format!("const VALUE_{i}: usize = {i};\n"));
+    }
+    text.push_str(
+        "#[test]\nfn check_seed_round_trip() {\n    let seed = from_le_bytes(testseed);\n    \n",
+    );
+    std::fs::write(&file, &text).unwrap();
+    let location = format!("{}:89:5", file.display());
+    let prompt_log = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_lmrs"))
+            .args(["complete", "--model"])
+            .arg(&model)
+            .args([
+                "--threads",
+                "1",
+                "--max-tokens",
+                "2",
+                "--prefix-tokens",
+                "48",
+            ])
+            .args(["--suffix-tokens", "16"])
+            .args(extra)
+            .arg(&location)
+            .env("LMRS_LOG", "debug")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "stderr: {stderr}");
+        stderr
+    };
+    let without = prompt_log(&[]);
+    let with = prompt_log(&["--snippet-tokens", "200"]);
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_file(&model).ok();
+    assert!(
+        without.contains("prompt"),
+        "the prompt is logged at debug: {without}"
+    );
+    assert!(!without.contains("unique_marker_line"), "{without}");
+    assert!(with.contains("unique_marker_line"), "{with}");
+}
