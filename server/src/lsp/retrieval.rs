@@ -17,7 +17,7 @@
 //! text; at most `max_scan_lines` lines around the cursor are looked at, which keeps a 10 MB file
 //! as cheap as a small one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use ropey::Rope;
@@ -92,12 +92,9 @@ pub fn similar_snippet(
     let line_at = |abs: usize| &lines[abs - scan_start];
 
     // The query's distinct words.
-    let mut query: HashMap<&str, ()> = HashMap::new();
-    for abs in cursor_line - window..cursor_line {
-        for w in words(line_at(abs)) {
-            query.insert(w, ());
-        }
-    }
+    let query: HashSet<&str> = (cursor_line - window..cursor_line)
+        .flat_map(|abs| words(line_at(abs)))
+        .collect();
     if query.is_empty() {
         return None;
     }
@@ -114,7 +111,7 @@ pub fn similar_snippet(
             let c = counts.entry(w).or_insert(0);
             if *c == 0 {
                 distinct += 1;
-                shared += usize::from(query.contains_key(w));
+                shared += usize::from(query.contains(w));
             }
             *c += 1;
         }
@@ -124,13 +121,13 @@ pub fn similar_snippet(
         let start = end + 1 - window;
         if start > scan_start {
             for w in words(line_at(start - 1)) {
-                let c = counts
-                    .get_mut(w)
-                    .expect("counted when it entered the window");
-                *c -= 1;
-                if *c == 0 {
-                    distinct -= 1;
-                    shared -= usize::from(query.contains_key(w));
+                // Every word leaving the window was counted when its line entered it.
+                if let Some(c) = counts.get_mut(w) {
+                    *c -= 1;
+                    if *c == 0 {
+                        distinct -= 1;
+                        shared -= usize::from(query.contains(w));
+                    }
                 }
             }
         }
