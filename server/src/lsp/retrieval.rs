@@ -39,6 +39,8 @@ pub struct SnippetParams {
     pub min_similarity: f32,
     /// Most lines looked at, centred on the cursor.
     pub max_scan_lines: usize,
+    /// Most characters looked at, centred on the cursor (files of very long lines).
+    pub max_scan_chars: usize,
 }
 
 impl Default for SnippetParams {
@@ -48,6 +50,7 @@ impl Default for SnippetParams {
             follow_lines: 4,
             min_similarity: 0.3,
             max_scan_lines: 20_000,
+            max_scan_chars: 2_000_000,
         }
     }
 }
@@ -84,8 +87,18 @@ pub fn similar_snippet(
     if cursor_line < window || cursor_line >= n_lines {
         return None;
     }
-    let scan_start = cursor_line.saturating_sub(params.max_scan_lines / 2);
-    let scan_end = (scan_start + params.max_scan_lines).min(n_lines);
+    let cursor_char = rope.line_to_char(cursor_line);
+    let first_char = cursor_char.saturating_sub(params.max_scan_chars / 2);
+    let last_char = (cursor_char + params.max_scan_chars / 2).min(rope.len_chars());
+    let scan_start = cursor_line
+        .saturating_sub(params.max_scan_lines / 2)
+        .max(rope.char_to_line(first_char));
+    let scan_end = (scan_start + params.max_scan_lines)
+        .min(n_lines)
+        .min(rope.char_to_line(last_char) + 1);
+    if cursor_line < scan_start + window || cursor_line >= scan_end {
+        return None;
+    }
     let lines: Vec<String> = (scan_start..scan_end)
         .map(|i| rope.line(i).to_string())
         .collect();
@@ -174,6 +187,7 @@ mod tests {
             follow_lines,
             min_similarity: 0.3,
             max_scan_lines: 1000,
+            max_scan_chars: 100_000,
         }
     }
 
@@ -254,6 +268,21 @@ fn test_beta() {
             similar_snippet(&rope, 99, 0..0, None, &params(2, 1)),
             None,
             "past the end"
+        );
+        let long_lines = Rope::from_str(&format!("{}\n", "word ".repeat(1000)).repeat(40));
+        // Every window is alike: the earliest one scanned wins.
+        let first_found = |max_scan_chars| {
+            let p = SnippetParams {
+                max_scan_chars,
+                ..params(2, 0)
+            };
+            similar_snippet(&long_lines, 39, 39..40, None, &p).map(|s| s.first_line)
+        };
+        assert_eq!(first_found(1_000_000), Some(0));
+        assert_eq!(
+            first_found(12_000),
+            Some(37),
+            "the scan starts 6,000 characters above the cursor line: lines of 5,001 characters"
         );
         let empty = Rope::new();
         assert_eq!(similar_snippet(&empty, 0, 0..0, None, &params(8, 4)), None);
