@@ -356,3 +356,68 @@ fn memory_stays_bounded_over_1000_documents() {
         "RSS grew from {first} kB to {last} kB"
     );
 }
+
+#[test]
+fn retrieved_snippet_reaches_the_prompt_and_stays_when_the_cursor_moves_down() {
+    let log = std::env::temp_dir().join(format!("lmrs-e2e-snippet-{}.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut c = LspClient::spawn_with_log(
+        &[
+            "--model",
+            tiny_model(),
+            "--threads",
+            "1",
+            "--snippet-tokens",
+            "200",
+        ],
+        "debug",
+        file.into(),
+    );
+    c.initialize(
+        &["utf-16"],
+        json!({"prefixTokens": 48, "suffixTokens": 16, "maxTokens": 2}),
+    );
+    c.wait_model_ready(T);
+    // Two tests far above the cursor among unrelated lines, then the start of a test like them.
+    // Test A (line 0) is the most similar to the lines above the first request; test B (line 40)
+    // also has `unique`, so after the user types a line using it B scores a little higher
+    // (10/24 against 9/23 for A), and A is kept as it stays within half of the best.
+    let mut text = String::from(
+        "#[test]\nfn check_seed_round_trip() {\n    let seed = from_le_bytes(testseed);\n    let unique_marker_line = seed + 42;\n}\n",
+    );
+    for i in 0..80 {
+        if i == 35 {
+            text.push_str("#[test]\nfn check_seed_round_trip() {\n    let seed = from_le_bytes(testseed);\n    let unique = seed;\n}\n");
+        }
+        text.push_str(&format!("const VALUE_{i}: usize = {i};\n"));
+    }
+    text.push_str(
+        "#[test]\nfn check_seed_round_trip() {\n    let seed = from_le_bytes(testseed);\n    \n",
+    );
+    let uri = "file:///work/demo/seeds.rs";
+    c.open(uri, "rust", &text);
+    c.inline_texts(uri, 93, 4);
+    // Enter: the cursor goes down a line; the first snippet is still similar enough to be kept.
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2},
+               "contentChanges": [{"range": {"start": {"line": 93, "character": 4}, "end": {"line": 93, "character": 4}}, "text": "let unique = seed;\n    "}]}),
+    );
+    c.inline_texts(uri, 94, 4);
+    c.shutdown();
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).ok();
+    let first_lines: Vec<&str> = log_text
+        .lines()
+        .filter_map(|l| l.split("snippet first_line=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert_eq!(first_lines.len(), 2, "one snippet per request: {log_text}");
+    assert_eq!(first_lines[0], "0", "test A first: {log_text}");
+    assert_eq!(
+        first_lines[0], first_lines[1],
+        "kept across the move: {log_text}"
+    );
+    let prompts = log_text.matches("unique_marker_line").count();
+    assert!(prompts >= 2, "both prompts show the far test: {log_text}");
+}

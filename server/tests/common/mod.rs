@@ -27,16 +27,19 @@ fn write_msg(w: &mut impl Write, msg: &Value) {
 
 impl LspClient {
     pub fn spawn(args: &[&str]) -> Self {
+        let level = std::env::var("LMRS_LOG").unwrap_or_else(|_| "warn".into());
+        Self::spawn_with_log(args, &level, Stdio::inherit())
+    }
+
+    /// Spawns `lmrs lsp ARGS` with `LMRS_LOG=level`, its log going to `stderr`.
+    pub fn spawn_with_log(args: &[&str], level: &str, stderr: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lmrs"))
             .arg("lsp")
             .args(args)
-            .env(
-                "LMRS_LOG",
-                std::env::var("LMRS_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("LMRS_LOG", level)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn lmrs lsp");
         let stdin = Arc::new(Mutex::new(child.stdin.take().unwrap()));
