@@ -30,7 +30,7 @@ pub mod tiny;
 pub mod tokenizer;
 
 pub use model::{default_thread_count, LoadError, Model, ModelInfo, ModelParams};
-pub use sampling::{InferenceParameters, Sampler};
+pub use sampling::{InferenceParameters, RunnerUp, Sampler};
 pub use session::{
     CancelFlag, FeedStats, GeneratedToken, InferError, InferenceFeedback, InferenceStats, Prompt,
     Session, SessionParams, StopReason,

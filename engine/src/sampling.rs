@@ -33,6 +33,8 @@ pub struct InferenceParameters {
     pub required_prefix: Vec<u8>,
     /// Never sample control or user-defined (special) tokens other than end-of-generation ones.
     pub suppress_special: bool,
+    /// Report each token's runner-up (see [`RunnerUp`]).
+    pub runner_up: bool,
 }
 
 impl Default for InferenceParameters {
@@ -49,6 +51,7 @@ impl Default for InferenceParameters {
             logprobs: 0,
             required_prefix: Vec::new(),
             suppress_special: false,
+            runner_up: false,
         }
     }
 }
@@ -111,6 +114,12 @@ impl InferenceParameters {
         self.suppress_special = suppress;
         self
     }
+    /// Reports each generated token's runner-up in [`crate::GeneratedToken::runner_up`].
+    pub fn with_runner_up(mut self, report: bool) -> Self {
+        self.runner_up = report;
+        self
+    }
+
     /// Requires the generation to start with `prefix` (token healing).
     pub fn with_required_prefix(mut self, prefix: impl Into<Vec<u8>>) -> Self {
         self.required_prefix = prefix.into();
@@ -310,6 +319,49 @@ pub fn top_logprobs(logits: &[f32], k: usize) -> Vec<(TokenId, f32)> {
         .into_iter()
         .map(|(id, l)| (id, (l as f64 - log_sum) as f32))
         .collect()
+}
+
+/// The most likely token other than the one chosen at a step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunnerUp {
+    /// Token id.
+    pub id: TokenId,
+    /// How far (in nats) its logit lies below the chosen token's. Logit differences are
+    /// log-probability differences, so `exp(-gap)` is its probability relative to the chosen token's
+    /// (negative when sampling chose a less likely token).
+    pub gap: f32,
+}
+
+/// The runner-up to `chosen` in `logits`: the best other token, skipping special tokens when
+/// `suppress_special` (as the sampler does). One pass keeping the best few, so it costs about as
+/// much as an argmax.
+pub fn runner_up(
+    logits: &[f32],
+    chosen: TokenId,
+    tokenizer: &Tokenizer,
+    suppress_special: bool,
+) -> Option<RunnerUp> {
+    const KEEP: usize = 4;
+    let mut best: [(TokenId, f32); KEEP] = [(0, f32::NEG_INFINITY); KEEP];
+    for (i, &logit) in logits.iter().enumerate() {
+        if logit <= best[KEEP - 1].1 || i as TokenId == chosen {
+            continue;
+        }
+        let mut slot = KEEP - 1;
+        while slot > 0 && best[slot - 1].1 < logit {
+            best[slot] = best[slot - 1];
+            slot -= 1;
+        }
+        best[slot] = (i as TokenId, logit);
+    }
+    let chosen_logit = *logits.get(chosen as usize)?;
+    best.iter()
+        .filter(|(_, logit)| logit.is_finite())
+        .find(|(id, _)| !(suppress_special && tokenizer.is_special(*id)))
+        .map(|&(id, logit)| RunnerUp {
+            id,
+            gap: chosen_logit - logit,
+        })
 }
 
 #[cfg(test)]

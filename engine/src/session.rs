@@ -14,7 +14,7 @@ use ggml_sys::{Context, CpuBackend, GgmlError, GraphAllocator, OwnedGraph, Tenso
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::models::BatchInputs;
-use crate::sampling::{top_logprobs, InferenceParameters, Sampler};
+use crate::sampling::{runner_up, top_logprobs, InferenceParameters, RunnerUp, Sampler};
 use crate::tokenizer::TokenId;
 
 /// Options for a session.
@@ -144,6 +144,8 @@ pub struct GeneratedToken<'a> {
     pub text: &'a str,
     /// Top log-probabilities before sampling, if asked for.
     pub logprobs: &'a [(TokenId, f32)],
+    /// The most likely other token, if asked for ([`InferenceParameters::runner_up`]).
+    pub runner_up: Option<RunnerUp>,
 }
 
 /// The callback's answer.
@@ -370,12 +372,17 @@ impl Session {
             if tokenizer.is_end_of_generation(id) {
                 break StopReason::EndOfGeneration;
             }
+            let runner_up = params
+                .runner_up
+                .then(|| runner_up(&self.logits, id, tokenizer, params.suppress_special))
+                .flatten();
             let piece = decoder.push(id);
             generated += 1;
             let feedback = callback(&GeneratedToken {
                 id,
                 text: &piece,
                 logprobs: &logprobs,
+                runner_up,
             });
             text.push_str(&piece);
             if params

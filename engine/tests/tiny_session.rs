@@ -339,6 +339,44 @@ fn greedy_generation_is_deterministic() {
 }
 
 #[test]
+fn runner_up_is_the_second_most_likely_token() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let model = &tiny.model;
+        let params = InferenceParameters::greedy()
+            .with_logprobs(3)
+            .with_runner_up(true);
+        let prompt = code_tokens(model);
+        let mut steps = Vec::new();
+        session(model, 256, 512)
+            .infer(&prompt[..], 16, &params, |token| {
+                steps.push((token.id, token.logprobs.to_vec(), token.runner_up));
+                InferenceFeedback::Continue
+            })
+            .unwrap();
+        assert_eq!(steps.len(), 16, "{arch}");
+        for (id, top, runner_up) in steps {
+            let runner_up = runner_up.unwrap_or_else(|| panic!("{arch}: no runner-up"));
+            assert_eq!(top[0].0, id, "{arch}");
+            assert_eq!(runner_up.id, top[1].0, "{arch}");
+            // The gap in logits is the gap in log-probabilities.
+            let gap = top[0].1 - top[1].1;
+            assert!(
+                (runner_up.gap - gap).abs() < 1e-3,
+                "{arch}: {runner_up:?} vs {gap}"
+            );
+        }
+        // Not asked for, not reported.
+        session(model, 256, 512)
+            .infer(&prompt[..], 4, &InferenceParameters::greedy(), |token| {
+                assert!(token.runner_up.is_none());
+                InferenceFeedback::Continue
+            })
+            .unwrap();
+    }
+}
+
+#[test]
 fn seeded_sampling_is_reproducible() {
     for arch in TinyArch::ALL {
         let tiny = load_tiny(arch);

@@ -75,6 +75,29 @@ pub struct GenRequest<'a> {
     pub time_budget: Duration,
 }
 
+/// One generated token, as passed to [`CompletionEngine::generate`]'s callback.
+#[derive(Clone, Debug)]
+pub struct GenToken<'a> {
+    /// Token id.
+    pub id: TokenId,
+    /// Its complete UTF-8 text (empty while a character is split across tokens).
+    pub text: &'a str,
+    /// The most likely other token at this step, if its text is whole UTF-8.
+    pub runner_up: Option<Alternative>,
+}
+
+/// A token the model could have chosen instead.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alternative {
+    /// Token id.
+    pub id: TokenId,
+    /// Its text.
+    pub text: String,
+    /// How many nats less likely than the chosen token it was (`exp(-gap)` is the ratio of their
+    /// probabilities).
+    pub gap: f32,
+}
+
 /// What one generation cost.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GenStats {
@@ -102,14 +125,14 @@ pub trait CompletionEngine: Send {
     }
     /// The id of a FIM token, if the model has it.
     fn fim_token(&self, token: FimToken) -> Option<TokenId>;
-    /// Generates after `req.prompt`, calling `on_text` with each token's id and complete UTF-8 text;
-    /// stops when it returns [`Step::Stop`], at end-of-generation or any special token, at the token
-    /// or time budget, or when `cancel` is set (within one token).
+    /// Generates after `req.prompt`, calling `on_token` with each token (id, complete UTF-8 text,
+    /// runner-up); stops when it returns [`Step::Stop`], at end-of-generation or any special token,
+    /// at the token or time budget, or when `cancel` is set (within one token).
     fn generate(
         &mut self,
         req: &GenRequest<'_>,
         cancel: &Cancel,
-        on_text: &mut dyn FnMut(&str) -> Step,
+        on_token: &mut dyn FnMut(&GenToken<'_>) -> Step,
     ) -> Result<GenStats, EngineError>;
     /// A one-line description for logs and messages.
     fn describe(&self) -> String;

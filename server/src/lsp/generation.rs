@@ -4,13 +4,81 @@
 //! - Single-line mode (always when text stands right of the cursor) stops at the first line break.
 //! - Multi-line mode stops when a new line is indented less than the cursor line, and after
 //!   `max_lines` lines.
-//! - A completed line equal to the next non-blank line after the cursor means the model started
-//!   repeating the suffix: stop and drop that line. In single-line mode a line ending with the text
+//! - A completed line equal to the next non-blank line after the cursor (for the first line: with
+//!   the text before the cursor) means the model started repeating the suffix: stop and drop that
+//!   line. In single-line mode a line ending with the text
 //!   right of the cursor has that overlap trimmed.
 //! - The result never ends with blank lines or trailing whitespace.
+//! - A first line dropped for repeating the next line leaves the suggestion empty; [`branch_point`]
+//!   says from which generated token the caller may try the model's second choice instead.
 //!
 //! Token and time budgets and end-of-generation / special tokens are enforced by the caller, which
 //! then calls [`StopRules::finish`].
+
+use super::engine::{Alternative, GenToken, TokenId};
+
+/// How much less likely than the token it replaces a runner-up may be for [`branch_point`], in nats:
+/// `exp(-1.1)` ≈ 1/3 of its probability.
+pub const BRANCH_MAX_GAP: f32 = 1.1;
+
+/// A generated token, kept with the model's second choice at that step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generated {
+    /// Token id.
+    pub id: TokenId,
+    /// Its text.
+    pub text: String,
+    /// The most likely other token.
+    pub runner_up: Option<Alternative>,
+}
+
+impl From<&GenToken<'_>> for Generated {
+    fn from(token: &GenToken<'_>) -> Self {
+        Self {
+            id: token.id,
+            text: token.text.to_owned(),
+            runner_up: token.runner_up.clone(),
+        }
+    }
+}
+
+/// Where to leave a first line that only repeated the next line (the model copying the suffix,
+/// e.g. writing the `map.insert("qux", 30);` that stands below the cursor instead of the
+/// `map.insert("baz", 20);` that belongs above it): the index of the **latest** token of that line
+/// whose runner-up is at most [`BRANCH_MAX_GAP`] less likely and spells a different line. The
+/// latest, because the start of the copied line is usually right too and the copy goes wrong where
+/// the new line's content differs; an earlier branch would throw away what the model was sure of.
+/// `generated` starts with the healed text `heal`; `ctx` is the stop rules' context.
+pub fn branch_point(generated: &[Generated], heal: &str, ctx: &StopContext) -> Option<usize> {
+    let mut text = String::new();
+    let mut found = None;
+    for (index, token) in generated.iter().enumerate() {
+        if let Some(alternative) = &token.runner_up {
+            let candidate = format!("{text}{}", alternative.text);
+            if alternative.gap <= BRANCH_MAX_GAP && spells_another_line(&candidate, heal, ctx) {
+                found = Some(index);
+            }
+        }
+        text.push_str(&token.text);
+        if text.strip_prefix(heal).is_some_and(|t| t.contains('\n')) {
+            break;
+        }
+    }
+    found
+}
+
+/// Whether generated text `candidate` (heal included) can only continue into a first line other
+/// than the next line: its finished first line differs and is not blank, or its unfinished first
+/// line can no longer become the next line (a mere re-spelling in other tokens could).
+fn spells_another_line(candidate: &str, heal: &str, ctx: &StopContext) -> bool {
+    let Some(after_heal) = candidate.strip_prefix(heal) else {
+        return false;
+    };
+    match after_heal.split_once('\n') {
+        Some((line, _)) => !line.trim().is_empty() && !ctx.repeats_next_line(line, true),
+        None => !after_heal.trim().is_empty() && !ctx.may_repeat_next_line(after_heal),
+    }
+}
 
 /// Whether a suggestion may span several lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +96,8 @@ pub struct StopContext {
     pub mode: LineMode,
     /// Leading whitespace characters of the cursor line.
     pub cursor_indent: usize,
+    /// The cursor line's text before the cursor, without its indentation.
+    pub before_cursor: String,
     /// Text right of the cursor on its line, trimmed (empty if none).
     pub right_of_cursor: String,
     /// The first non-blank line after the cursor line, trimmed.
@@ -67,10 +137,39 @@ impl StopContext {
         Self {
             mode,
             cursor_indent,
+            before_cursor: line_before_cursor.trim_start().to_owned(),
             right_of_cursor,
             next_line,
             max_lines: max_lines.max(1),
         }
+    }
+}
+
+impl StopContext {
+    /// Whether the generated `line` is the next line again: the first line of a suggestion together
+    /// with the text before the cursor. A blank generated line repeats nothing.
+    fn repeats_next_line(&self, line: &str, first: bool) -> bool {
+        let Some(next_line) = self.next_line.as_deref() else {
+            return false;
+        };
+        if line.trim().is_empty() {
+            return false;
+        }
+        if first {
+            let whole = format!("{}{line}", self.before_cursor);
+            whole.trim() == next_line
+        } else {
+            line.trim() == next_line
+        }
+    }
+
+    /// Whether unfinished first-line text (generated, heal removed) is still on its way to the next
+    /// line.
+    fn may_repeat_next_line(&self, unfinished: &str) -> bool {
+        let whole = format!("{}{unfinished}", self.before_cursor);
+        self.next_line
+            .as_deref()
+            .is_some_and(|next_line| next_line.starts_with(whole.trim_start()))
     }
 }
 
@@ -94,6 +193,7 @@ pub struct StopRules {
     lines: usize,
     stopped: bool,
     diverged: bool,
+    repeated_first_line: bool,
 }
 
 impl StopRules {
@@ -107,7 +207,19 @@ impl StopRules {
             lines: 0,
             stopped: false,
             diverged: false,
+            repeated_first_line: false,
         }
+    }
+
+    /// Whether the first line was dropped for repeating the next line (the suggestion is then
+    /// empty; see [`branch_point`]).
+    pub fn repeated_first_line(&self) -> bool {
+        self.repeated_first_line
+    }
+
+    /// The healed text not yet generated.
+    pub fn pending_heal(&self) -> &str {
+        &self.heal_left
     }
 
     /// Whether the generation did not start with the healed text (the suggestion is then empty).
@@ -181,7 +293,8 @@ impl StopRules {
             let Some(nl) = newline else {
                 return Step::Continue;
             };
-            if self.repeats_suffix(line) {
+            if self.ctx.repeats_next_line(line, first) {
+                self.repeated_first_line = first;
                 let at = self.line_start;
                 return self.cut(at);
             }
@@ -194,11 +307,6 @@ impl StopRules {
         }
     }
 
-    fn repeats_suffix(&self, line: &str) -> bool {
-        let trimmed = line.trim();
-        !trimmed.is_empty() && self.ctx.next_line.as_deref() == Some(trimmed)
-    }
-
     /// Final suggestion: the last line's rules applied, trailing blank lines and whitespace removed.
     /// `budget_cut` says the token or time budget ended the generation: an unfinished last line of
     /// a multi-line suggestion is then dropped rather than shown half-written.
@@ -208,7 +316,7 @@ impl StopRules {
         }
         if !self.stopped {
             let line = &self.text[self.line_start..];
-            if self.lines > 0 && self.repeats_suffix(line) {
+            if self.lines > 0 && self.ctx.repeats_next_line(line, false) {
                 self.text.truncate(self.line_start);
             }
         }
@@ -338,5 +446,126 @@ mod tests {
     #[test]
     fn whitespace_only_completion_is_empty() {
         assert_eq!(run("", "", true, "", &["   \n\n  "]).0, "");
+    }
+
+    fn token(text: &str, runner_up: Option<(&str, f32)>) -> Generated {
+        Generated {
+            id: 0,
+            text: text.to_owned(),
+            runner_up: runner_up.map(|(text, gap)| Alternative {
+                id: 1,
+                text: text.to_owned(),
+                gap,
+            }),
+        }
+    }
+
+    /// `map.insert("qux".to_owned(), 30);` copied from the line below, as Qwen 0.5B writes it.
+    fn copied_line(qux_gap: f32) -> Vec<Generated> {
+        vec![
+            token(" map", Some((" assert", 0.19))),
+            token(".insert", Some((".remove", 3.4))),
+            token("(\"", Some(("(", 6.8))),
+            token("qu", Some(("baz", qux_gap))),
+            token("x", Some(("z", 6.5))),
+            token("\".", Some(("\",", 7.8))),
+            token("to_owned(), 30", Some(("to_owned(), 3", 0.5))),
+            token(");\n\n", Some((");\n", 1.8))),
+            token("        let", Some(("        assert", 0.1))),
+        ]
+    }
+
+    fn ctx_before(line_before_cursor: &str) -> StopContext {
+        let after = "\n        map.insert(\"qux\".to_owned(), 30);\n    }\n";
+        StopContext::new(line_before_cursor, after, true, 8)
+    }
+
+    #[test]
+    fn branch_point_is_the_latest_likely_runner_up() {
+        assert_eq!(
+            branch_point(&copied_line(0.42), " ", &ctx_before("        ")),
+            Some(3)
+        );
+        // A runner-up much less likely than its token is no branch point.
+        assert_eq!(
+            branch_point(&copied_line(3.0), " ", &ctx_before("        ")),
+            Some(0)
+        );
+        let mut tokens = copied_line(3.0);
+        tokens[0].runner_up = None;
+        assert_eq!(branch_point(&tokens, " ", &ctx_before("        ")), None);
+    }
+
+    #[test]
+    fn branch_point_skips_respellings_and_what_follows_the_line() {
+        // "to_owned(), 3" and ");\n" (gaps 0.5, 1.8 above) spell the same line; so would "q" for "qu".
+        let mut tokens = copied_line(3.0);
+        tokens[3].runner_up = Some(Alternative {
+            id: 1,
+            text: "q".to_owned(),
+            gap: 0.1,
+        });
+        assert_eq!(branch_point(&tokens, " ", &ctx_before("        ")), Some(0));
+        // The token after the line break (gap 0.1) is not part of the repeated line.
+        tokens[0].runner_up = None;
+        assert_eq!(branch_point(&tokens, " ", &ctx_before("        ")), None);
+        // A runner-up ending the line differently counts; a blank line does not.
+        tokens[7].runner_up = Some(Alternative {
+            id: 1,
+            text: "); // qux\n".to_owned(),
+            gap: 1.0,
+        });
+        assert_eq!(branch_point(&tokens, " ", &ctx_before("        ")), Some(7));
+        tokens[0].runner_up = Some(Alternative {
+            id: 1,
+            text: "\n".to_owned(),
+            gap: 0.0,
+        });
+        tokens[7].runner_up = None;
+        assert_eq!(branch_point(&tokens, "", &ctx_before("        ")), None);
+    }
+
+    #[test]
+    fn branch_point_keeps_the_healed_text() {
+        // The prompt ended two spaces short of the cursor: the generation must spell them first.
+        let tokens = vec![
+            token("  map", Some((" ", 0.1))),
+            token(".insert", Some(("_insert", 0.5))),
+            token("(\"qux\".to_owned(), 30);\n", None),
+        ];
+        // " " is still inside the healed text; "map_insert" leaves the repeated line.
+        assert_eq!(
+            branch_point(&tokens, "  ", &ctx_before("        ")),
+            Some(1)
+        );
+        let tokens = vec![
+            token("  map", Some(("\tmap", 0.1))),
+            token(".insert(\"qux\".to_owned(), 30);\n", None),
+        ];
+        let ctx = ctx_before("        ");
+        assert_eq!(
+            branch_point(&tokens, "  ", &ctx),
+            None,
+            "a tab breaks the heal"
+        );
+    }
+
+    #[test]
+    fn branch_point_and_repeats_count_the_text_before_the_cursor() {
+        // Cursor after `map.insert("`: the first line repeats the next one together with it.
+        let ctx = ctx_before("        map.insert(\"");
+        let mut rules = StopRules::new(ctx.clone(), "");
+        assert_eq!(rules.push("qux\".to_owned(), 30);\n"), Step::Stop);
+        assert!(rules.repeated_first_line());
+        assert_eq!(rules.finish(false), "");
+        let tokens = vec![
+            token("qu", Some(("baz", 0.4))),
+            token("x\".to_owned(), 30);\n", None),
+        ];
+        assert_eq!(branch_point(&tokens, "", &ctx), Some(0));
+        // "qux" alone after another start is no repeat.
+        let mut rules = StopRules::new(ctx_before("        map.remove(\""), "");
+        assert_eq!(rules.push("qux\".to_owned(), 30);\n"), Step::Continue);
+        assert!(!rules.repeated_first_line());
     }
 }

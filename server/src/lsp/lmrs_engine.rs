@@ -9,7 +9,8 @@ use lmrs::{
 };
 
 use super::engine::{
-    Cancel, CompletionEngine, EngineError, GenRequest, GenStats, LoadParams, TokenId,
+    Alternative, Cancel, CompletionEngine, EngineError, GenRequest, GenStats, GenToken, LoadParams,
+    TokenId,
 };
 use super::generation::Step;
 use super::prompt::FimToken;
@@ -68,7 +69,7 @@ impl CompletionEngine for LmrsEngine {
         &mut self,
         req: &GenRequest<'_>,
         cancel: &Cancel,
-        on_text: &mut dyn FnMut(&str) -> Step,
+        on_token: &mut dyn FnMut(&GenToken<'_>) -> Step,
     ) -> Result<GenStats, EngineError> {
         if req.prompt.is_empty() {
             return Ok(GenStats::default());
@@ -86,7 +87,8 @@ impl CompletionEngine for LmrsEngine {
             .with_temperature(req.temperature)
             .with_seed(req.seed)
             .with_required_prefix(req.required_prefix.as_bytes().to_vec())
-            .with_suppress_special(true);
+            .with_suppress_special(true)
+            .with_runner_up(true);
         if req.temperature <= 0.0 {
             params = params.with_top_k(1);
         }
@@ -103,7 +105,20 @@ impl CompletionEngine for LmrsEngine {
                 late = true;
                 return InferenceFeedback::Halt;
             }
-            match on_text(t.text) {
+            let runner_up = t.runner_up.and_then(|r| {
+                let text = std::str::from_utf8(tokenizer.token_bytes(r.id)).ok()?;
+                Some(Alternative {
+                    id: r.id,
+                    text: text.to_owned(),
+                    gap: r.gap,
+                })
+            });
+            let token = GenToken {
+                id: t.id,
+                text: t.text,
+                runner_up,
+            };
+            match on_token(&token) {
                 Step::Continue => InferenceFeedback::Continue,
                 Step::Stop => InferenceFeedback::Halt,
             }

@@ -16,9 +16,9 @@ use tracing::{debug, error, info, info_span};
 
 use super::config::Config;
 use super::engine::{
-    self, Cancel, CompletionEngine, EngineError, GenRequest, GenStats, LoadParams,
+    self, Cancel, CompletionEngine, EngineError, GenRequest, GenStats, LoadParams, TokenId,
 };
-use super::generation::{StopContext, StopRules};
+use super::generation::{branch_point, Generated, Step, StopContext, StopRules};
 use super::prompt::{build_prompt, PromptInput, PromptParams};
 use super::retrieval::{similar_snippet, Snippet, SnippetParams};
 
@@ -203,9 +203,11 @@ pub fn run_completion(
                 .max(Duration::from_millis(cfg.timeout_ms / 2)),
         };
         let mut rules = StopRules::new(stop_ctx.clone(), &prompt.heal);
-        let stats = engine.generate(&req, cancel, &mut |piece| {
-            tracing::trace!(piece, "piece");
-            rules.push(piece)
+        let mut generated: Vec<Generated> = Vec::new();
+        let stats = engine.generate(&req, cancel, &mut |token| {
+            tracing::trace!(piece = token.text, "piece");
+            generated.push(Generated::from(token));
+            rules.push(token.text)
         })?;
         out.stats.reused += stats.reused;
         out.stats.evaluated += stats.evaluated;
@@ -218,7 +220,18 @@ pub fn run_completion(
             budget_cut = stats.budget_cut,
             "generation"
         );
-        let text = rules.finish(stats.budget_cut);
+        let repeated_first_line = rules.repeated_first_line();
+        let mut text = rules.finish(stats.budget_cut);
+        if text.is_empty() && repeated_first_line && !cancel.is_cancelled() {
+            let branch = Branch {
+                prompt: &tokens,
+                generated: &generated,
+                stop_ctx: &stop_ctx,
+                heal: &prompt.heal,
+                request: &req,
+            };
+            text = branch_away_from_repeat(engine, &branch, cancel, &mut out.stats)?;
+        }
         if !text.is_empty() && !out.items.contains(&text) {
             out.items.push(text);
         }
@@ -229,6 +242,73 @@ pub fn run_completion(
     }
     out.total_ms = t0.elapsed().as_secs_f64() * 1e3;
     Ok(out)
+}
+
+/// A generation whose first line only repeated the next line.
+struct Branch<'a> {
+    /// The prompt it followed.
+    prompt: &'a [TokenId],
+    /// What it generated.
+    generated: &'a [Generated],
+    /// Its stop rules' context.
+    stop_ctx: &'a StopContext,
+    /// The healed text it had to start with.
+    heal: &'a str,
+    /// Its request (budgets, sampling).
+    request: &'a GenRequest<'a>,
+}
+
+/// Generates again from the [`branch_point`] of a first line that only repeated the next line:
+/// the tokens before it, then its runner-up, then on under fresh stop rules. The KV cache still
+/// holds the prompt and the first generation, so this costs one evaluated token plus the new
+/// tokens. Empty when no runner-up is likely enough.
+fn branch_away_from_repeat(
+    engine: &mut dyn CompletionEngine,
+    branch: &Branch<'_>,
+    cancel: &Cancel,
+    stats: &mut GenStats,
+) -> Result<String, EngineError> {
+    let Some(at) = branch_point(branch.generated, branch.heal, branch.stop_ctx) else {
+        return Ok(String::new());
+    };
+    let Some(alternative) = branch.generated[at].runner_up.as_ref() else {
+        return Ok(String::new());
+    };
+    let mut rules = StopRules::new(branch.stop_ctx.clone(), branch.heal);
+    let mut prompt = branch.prompt.to_vec();
+    let forced = branch.generated[..at]
+        .iter()
+        .map(|token| (token.id, token.text.as_str()))
+        .chain(std::iter::once((alternative.id, alternative.text.as_str())));
+    for (id, text) in forced {
+        prompt.push(id);
+        if rules.push(text) == Step::Stop {
+            return Ok(rules.finish(false));
+        }
+    }
+    let max_tokens = branch.request.max_tokens.saturating_sub(at + 1);
+    if max_tokens == 0 {
+        return Ok(rules.finish(true));
+    }
+    let heal_left = rules.pending_heal().to_owned();
+    let request = GenRequest {
+        prompt: &prompt,
+        max_tokens,
+        required_prefix: &heal_left,
+        ..branch.request.clone()
+    };
+    let branch_stats = engine.generate(&request, cancel, &mut |token| rules.push(token.text))?;
+    stats.evaluated += branch_stats.evaluated;
+    stats.generated += branch_stats.generated;
+    stats.prompt_ms += branch_stats.prompt_ms;
+    stats.gen_ms += branch_stats.gen_ms;
+    debug!(
+        at,
+        gap = alternative.gap,
+        generated = ?rules.text(),
+        "branched away from a repeated line"
+    );
+    Ok(rules.finish(branch_stats.budget_cut))
 }
 
 /// A queued completion.
@@ -382,6 +462,73 @@ mod tests {
             context_size: 1024,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_repeated_first_line_is_generated_again_from_its_runner_up() {
+        let mut engine = tiny_engine();
+        let prompt = engine.encode("def main():\n    x = 1\n   ");
+        let request = GenRequest {
+            prompt: &prompt,
+            max_tokens: 6,
+            temperature: 0.0,
+            seed: 0,
+            required_prefix: " ",
+            time_budget: Duration::from_secs(60),
+        };
+        // The first generation wrote " print(x)\n", the line below the cursor; at "(x" the model's
+        // second choice was "(y".
+        let stop_ctx = StopContext::new("    ", "\n    print(x)\n", true, 8);
+        let token = |text: &str, runner_up: Option<(&str, f32)>| Generated {
+            id: engine.encode(text)[0],
+            text: text.to_owned(),
+            runner_up: runner_up.map(|(text, gap)| crate::lsp::engine::Alternative {
+                id: engine.encode(text)[0],
+                text: text.to_owned(),
+                gap,
+            }),
+        };
+        let generated = vec![
+            token(" print", Some((" return", 2.0))),
+            token("(x", Some(("(y", 0.5))),
+            token(")\n", None),
+        ];
+        let unlikely = vec![
+            token(" print", Some((" return", 2.0))),
+            token("(x", Some(("(y", 1.5))),
+            token(")\n", None),
+        ];
+        // Warm the cache with the prompt, as the first generation does.
+        engine
+            .generate(&request, &Cancel::new(), &mut |_| Step::Stop)
+            .unwrap();
+        let branch = Branch {
+            prompt: &prompt,
+            generated: &generated,
+            stop_ctx: &stop_ctx,
+            heal: " ",
+            request: &request,
+        };
+        let mut stats = GenStats::default();
+        let text =
+            branch_away_from_repeat(engine.as_mut(), &branch, &Cancel::new(), &mut stats).unwrap();
+        assert!(text.starts_with("print(y"), "{text:?}");
+        assert_eq!(
+            stats.evaluated, 2,
+            "the prompt stays cached; \" print\" and \"(y\" are new: {stats:?}"
+        );
+        assert!(
+            stats.generated <= 4,
+            "{stats:?}: the token budget counts the forced tokens"
+        );
+        // Without a likely runner-up there is nothing to show.
+        let branch = Branch {
+            generated: &unlikely,
+            ..branch
+        };
+        let text =
+            branch_away_from_repeat(engine.as_mut(), &branch, &Cancel::new(), &mut stats).unwrap();
+        assert_eq!(text, "");
     }
 
     #[test]
