@@ -223,12 +223,22 @@ pub fn run_completion(
         let repeated_first_line = rules.repeated_first_line();
         let mut text = rules.finish(stats.budget_cut);
         if text.is_empty() && repeated_first_line && !cancel.is_cancelled() {
+            // The second generation gets what the first left of the time budget (at least a
+            // quarter of the request budget), so a request costs at most about one budget more.
+            let used = Duration::from_secs_f64(stats.gen_ms.max(0.0) / 1e3);
+            let time_budget = req
+                .time_budget
+                .saturating_sub(used)
+                .max(Duration::from_millis(cfg.timeout_ms / 4));
             let branch = Branch {
                 prompt: &tokens,
                 generated: &generated,
                 stop_ctx: &stop_ctx,
                 heal: &prompt.heal,
-                request: &req,
+                request: &GenRequest {
+                    time_budget,
+                    ..req.clone()
+                },
             };
             text = branch_away_from_repeat(engine, &branch, cancel, &mut out.stats)?;
         }
@@ -254,7 +264,7 @@ struct Branch<'a> {
     stop_ctx: &'a StopContext,
     /// The healed text it had to start with.
     heal: &'a str,
-    /// Its request (budgets, sampling).
+    /// Its request (sampling, token budget) with the time budget left for the second generation.
     request: &'a GenRequest<'a>,
 }
 
