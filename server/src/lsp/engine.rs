@@ -115,6 +115,17 @@ pub struct GenStats {
     pub budget_cut: bool,
 }
 
+impl GenStats {
+    /// Adds the work of a later generation of the same request (tokens evaluated and generated,
+    /// milliseconds). Its reused tokens are left out: they are the request's own earlier tokens.
+    pub fn add_work(&mut self, later: &GenStats) {
+        self.evaluated += later.evaluated;
+        self.generated += later.generated;
+        self.prompt_ms += later.prompt_ms;
+        self.gen_ms += later.gen_ms;
+    }
+}
+
 /// A loaded model with its warm session. Lives on the worker thread.
 pub trait CompletionEngine: Send {
     /// Token ids of `text`, special tokens not parsed.

@@ -210,10 +210,7 @@ pub fn run_completion(
             rules.push(token.text)
         })?;
         out.stats.reused += stats.reused;
-        out.stats.evaluated += stats.evaluated;
-        out.stats.generated += stats.generated;
-        out.stats.prompt_ms += stats.prompt_ms;
-        out.stats.gen_ms += stats.gen_ms;
+        out.stats.add_work(&stats);
         debug!(
             generated = ?rules.text(),
             diverged = rules.diverged(),
@@ -308,10 +305,7 @@ fn branch_away_from_repeat(
         ..branch.request.clone()
     };
     let branch_stats = engine.generate(&request, cancel, &mut |token| rules.push(token.text))?;
-    stats.evaluated += branch_stats.evaluated;
-    stats.generated += branch_stats.generated;
-    stats.prompt_ms += branch_stats.prompt_ms;
-    stats.gen_ms += branch_stats.gen_ms;
+    stats.add_work(&branch_stats);
     debug!(
         at,
         gap = alternative.gap,
