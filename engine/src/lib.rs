@@ -28,6 +28,7 @@ pub mod sampling;
 pub mod session;
 pub mod tiny;
 pub mod tokenizer;
+pub mod widen;
 
 pub use model::{default_thread_count, LoadError, Model, ModelInfo, ModelParams};
 pub use sampling::{InferenceParameters, RunnerUp, Sampler};

@@ -30,6 +30,10 @@ pub struct ModelParams {
     /// reuse the previous token's graph, and computes exactly what llama.cpp computes on the same
     /// CPU. `LMRS_FLASH_ATTN=0` turns it off by default.
     pub flash_attention: bool,
+    /// Store Q5_0 matrices as Q8_0 (the same values, see [`crate::widen`]): faster prompt
+    /// evaluation for ~1.5× the memory of those matrices. On by default; `LMRS_WIDEN_Q5_0=0` turns
+    /// it off by default.
+    pub widen_q5_0: bool,
 }
 
 impl Default for ModelParams {
@@ -38,6 +42,7 @@ impl Default for ModelParams {
             n_threads: default_thread_count(),
             repack: true,
             flash_attention: std::env::var("LMRS_FLASH_ATTN").map_or(true, |v| v != "0"),
+            widen_q5_0: std::env::var("LMRS_WIDEN_Q5_0").map_or(true, |v| v != "0"),
         }
     }
 }
@@ -113,6 +118,14 @@ pub enum LoadError {
         /// The type's name.
         tensor_type: &'static str,
     },
+    /// A weight tensor's data cannot be what its type says.
+    #[error("tensor {name:?} has {reason}")]
+    BadTensorData {
+        /// The tensor name.
+        name: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The tokenizer described by the metadata could not be built.
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] TokenizerError),
@@ -149,24 +162,41 @@ pub struct ModelInfo {
     pub tensor_types: Vec<(String, usize)>,
     /// Bytes of weights stored repacked in memory (the rest is used from the file mapping).
     pub repacked_bytes: u64,
+    /// Bytes in memory of the Q5_0 matrices stored as Q8_0 (included in `repacked_bytes` where those
+    /// are repacked as well).
+    pub widened_bytes: u64,
 }
 
 /// Index of a weight tensor in a model's [`Weights`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WeightId(usize);
 
-/// The weight tensors of a model: metadata in GGML contexts, data in the file mapping or in a
-/// repacked buffer.
+/// Where a weight's data lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// In place in the file mapping.
+    Mapped,
+    /// Copied into the `CPU_REPACK` buffer (widened first if it was Q5_0).
+    Repacked,
+    /// Widened from Q5_0 to Q8_0 into plain CPU memory.
+    Widened,
+}
+
+/// The weight tensors of a model: metadata in GGML contexts, data in the file mapping, in a
+/// repacked buffer or in a buffer of widened matrices.
 pub struct Weights {
     // Field order matters for drop order: buffers reference tensors and memory of the others.
     _mapped_buffer: Option<Buffer>,
     _repacked_buffer: Option<Buffer>,
+    _widened_buffer: Option<Buffer>,
     mapped: Context,
     repacked: Context,
-    /// For each WeightId: (is_repacked, position in its context).
-    slots: Vec<(bool, usize)>,
+    widened: Context,
+    /// For each WeightId: where it lives and its position in that placement's context.
+    slots: Vec<(Placement, usize)>,
     names: Vec<String>,
     repacked_bytes: u64,
+    widened_bytes: u64,
 }
 
 /// The weight tensors of a model as GGML tensors, for building one graph.
@@ -186,15 +216,14 @@ impl Weights {
     pub fn tensors(&self) -> WeightTensors<'_> {
         let mapped: Vec<Tensor<'_>> = self.mapped.tensors().collect();
         let repacked: Vec<Tensor<'_>> = self.repacked.tensors().collect();
+        let widened: Vec<Tensor<'_>> = self.widened.tensors().collect();
         let tensors = self
             .slots
             .iter()
-            .map(|&(is_repacked, index)| {
-                if is_repacked {
-                    repacked[index]
-                } else {
-                    mapped[index]
-                }
+            .map(|&(placement, index)| match placement {
+                Placement::Mapped => mapped[index],
+                Placement::Repacked => repacked[index],
+                Placement::Widened => widened[index],
             })
             .collect();
         WeightTensors { tensors }
@@ -301,40 +330,44 @@ impl<'f> WeightBinder<'f> {
         Ok(Some(WeightId(self.requests.len() - 1)))
     }
 
-    /// Creates the GGML tensors and gives them memory: file mapping or repacked buffer.
-    fn finish(self, path: &Path, repack: bool) -> Result<Weights, LoadError> {
+    /// Creates the GGML tensors and gives them memory: file mapping, repacked buffer or widened
+    /// buffer.
+    fn finish(self, path: &Path, repack: bool, widen_q5_0: bool) -> Result<Weights, LoadError> {
         let n = self.requests.len();
         let mapped = Context::new(n, 0)?;
         let repacked = Context::new(n, 0)?;
+        let widened = Context::new(n, 0)?;
         let mut slots = Vec::with_capacity(n);
         let mut names = Vec::with_capacity(n);
-        let (mut n_mapped, mut n_repacked) = (0usize, 0usize);
         let mut mapped_infos = Vec::new();
         let mut repacked_infos = Vec::new();
+        let mut widened_infos = Vec::new();
         for (info, usage) in &self.requests {
             let dims: Vec<i64> = info.dims.iter().map(|&d| d as i64).collect();
-            let tensor_type = TensorType(info.ggml_type.id());
-            let repackable = repack
-                && *usage == WeightUse::Matrix
-                && dims.len() == 2
-                && ggml_sys::repack_supported(tensor_type, [dims[0], dims[1]]);
-            let context = if repackable { &repacked } else { &mapped };
-            context.new_tensor(tensor_type, &dims).set_name(&info.name);
-            if repackable {
-                slots.push((true, n_repacked));
-                n_repacked += 1;
-                repacked_infos.push(info);
+            let is_matrix = *usage == WeightUse::Matrix && dims.len() == 2;
+            let widen = widen_q5_0 && is_matrix && info.ggml_type == GgmlType::Q5_0;
+            let tensor_type = if widen {
+                TensorType(GgmlType::Q8_0.id())
             } else {
-                slots.push((false, n_mapped));
-                n_mapped += 1;
-                mapped_infos.push(info);
-            }
+                TensorType(info.ggml_type.id())
+            };
+            let repackable =
+                repack && is_matrix && ggml_sys::repack_supported(tensor_type, [dims[0], dims[1]]);
+            let (placement, context, infos) = if repackable {
+                (Placement::Repacked, &repacked, &mut repacked_infos)
+            } else if widen {
+                (Placement::Widened, &widened, &mut widened_infos)
+            } else {
+                (Placement::Mapped, &mapped, &mut mapped_infos)
+            };
+            context.new_tensor(tensor_type, &dims).set_name(&info.name);
+            slots.push((placement, infos.len()));
+            infos.push(info);
             names.push(info.name.clone());
         }
 
         // Mapped weights: a host buffer over the whole file, each tensor at its file offset.
-        let bytes = self.file.bytes();
-        let mapped_buffer = if n_mapped > 0 {
+        let mapped_buffer = if !mapped_infos.is_empty() {
             let buffer = Buffer::from_shared_bytes(self.file.clone())?;
             for (tensor, info) in mapped.tensors().zip(&mapped_infos) {
                 tensor.place_in(&buffer, info.offset as usize)?;
@@ -344,39 +377,81 @@ impl<'f> WeightBinder<'f> {
             None
         };
 
-        // Repacked weights: read with positioned reads, converted by the buffer's set_tensor.
-        let mut repacked_bytes = 0;
-        let repacked_buffer = if n_repacked > 0 {
-            let buffer = Buffer::allocate_context(&repacked, BufferKind::Repack)?;
-            let file = std::fs::File::open(path).map_err(|source| LoadError::Io {
-                path: path.into(),
-                source,
-            })?;
-            let mut scratch = Vec::new();
-            for (tensor, info) in repacked.tensors().zip(&repacked_infos) {
-                scratch.resize(info.size as usize, 0);
-                read_exact_at(&file, &mut scratch, info.offset, bytes).map_err(|source| {
-                    LoadError::Io {
-                        path: path.into(),
-                        source,
-                    }
-                })?;
-                tensor.set_data(&scratch)?;
-                repacked_bytes += info.size;
-            }
-            Some(buffer)
-        } else {
-            None
+        // Copied weights (repacked, widened): read with positioned reads, so that the mapping's pages
+        // for them are never touched; Q5_0 widened on the way; repacked by the buffer's set_tensor.
+        let loader = CopiedWeightLoader {
+            path,
+            file_bytes: self.file.bytes(),
         };
+        let (repacked_buffer, repacked_bytes, widened_into_repacked) =
+            loader.load(&repacked, &repacked_infos, BufferKind::Repack)?;
+        let (widened_buffer, widened_alone, _) =
+            loader.load(&widened, &widened_infos, BufferKind::Cpu)?;
         Ok(Weights {
             _mapped_buffer: mapped_buffer,
             _repacked_buffer: repacked_buffer,
+            _widened_buffer: widened_buffer,
             mapped,
             repacked,
+            widened,
             slots,
             names,
             repacked_bytes,
+            widened_bytes: widened_into_repacked + widened_alone,
         })
+    }
+}
+
+/// Reads weights that are copied into memory rather than used from the mapping.
+struct CopiedWeightLoader<'a> {
+    path: &'a Path,
+    file_bytes: &'a [u8],
+}
+
+impl CopiedWeightLoader<'_> {
+    /// Allocates a `kind` buffer for `context`'s tensors and fills them from the file; returns the
+    /// buffer (none for no tensors), the bytes stored and how many of those were widened from Q5_0.
+    fn load(
+        &self,
+        context: &Context,
+        infos: &[&TensorInfo],
+        kind: BufferKind,
+    ) -> Result<(Option<Buffer>, u64, u64), LoadError> {
+        if infos.is_empty() {
+            return Ok((None, 0, 0));
+        }
+        let io_error = |source| LoadError::Io {
+            path: self.path.into(),
+            source,
+        };
+        let buffer = Buffer::allocate_context(context, kind)?;
+        let file = std::fs::File::open(self.path).map_err(io_error)?;
+        let (mut stored, mut widened) = (0u64, 0u64);
+        let mut scratch = Vec::new();
+        let mut wide = Vec::new();
+        for (tensor, info) in context.tensors().zip(infos) {
+            scratch.resize(info.size as usize, 0);
+            read_exact_at(&file, &mut scratch, info.offset, self.file_bytes).map_err(io_error)?;
+            // A Q5_0 tensor created as Q8_0 is widened.
+            let widen = info.ggml_type == GgmlType::Q5_0
+                && tensor.tensor_type() == TensorType(GgmlType::Q8_0.id());
+            let data = if widen {
+                wide.clear();
+                crate::widen::widen_q5_0_to_q8_0(&scratch, &mut wide).ok_or_else(|| {
+                    LoadError::BadTensorData {
+                        name: info.name.clone(),
+                        reason: "Q5_0 data that is not a whole number of 22-byte blocks",
+                    }
+                })?;
+                widened += wide.len() as u64;
+                &wide
+            } else {
+                &scratch
+            };
+            tensor.set_data(data)?;
+            stored += data.len() as u64;
+        }
+        Ok((Some(buffer), stored, widened))
     }
 }
 
@@ -460,7 +535,7 @@ impl Model {
             }
             other => other,
         })?;
-        let weights = binder.finish(path, params.repack)?;
+        let weights = binder.finish(path, params.repack, params.widen_q5_0)?;
         let hp = architecture.hyperparameters();
         let mut type_counts: HashMap<&'static str, usize> = HashMap::new();
         for info in file.tensors() {
@@ -480,11 +555,13 @@ impl Model {
             hyperparameters: hp.clone(),
             tensor_types,
             repacked_bytes: weights.repacked_bytes,
+            widened_bytes: weights.widened_bytes,
         };
         tracing::info!(
             architecture = %info.architecture,
             layers = info.hyperparameters.n_layer,
             repacked_mb = info.repacked_bytes / (1 << 20),
+            widened_mb = info.widened_bytes / (1 << 20),
             "model loaded"
         );
         Ok(Model {

@@ -3,8 +3,9 @@
 //! under a millisecond.
 //!
 //! The weights are deterministic pseudo-random numbers (a seeded SplitMix64), so the same
-//! `(arch, seed)` always gives the same file, byte for byte. Matrices use a mix of F32, F16 and Q8_0
-//! (so the quantized and converting paths of GGML are exercised), norms and biases are F32.
+//! `(arch, seed)` always gives the same file, byte for byte. Matrices use a mix of F32, F16, Q8_0
+//! and Q5_0 (so the quantized and converting paths of GGML, and the loader's Q5_0 widening, are
+//! exercised), norms and biases are F32.
 //!
 //! The vocabulary is a real byte-level BPE (`tokenizer.ggml.model = gpt2`): the 256 GPT-2 byte
 //! tokens, a few hundred merges learned from a built-in code snippet (so code tokenizes into tokens
@@ -201,7 +202,7 @@ pub fn tiny_model_writer(arch: TinyArch, seed: u64) -> GgufWriter {
 
     let n_q = N_HEAD * HEAD_DIM;
     let n_kv = N_HEAD_KV * HEAD_DIM;
-    let types = [GgmlType::F16, GgmlType::Q8_0, GgmlType::F32];
+    let types = [GgmlType::F16, GgmlType::Q8_0, GgmlType::F32, GgmlType::Q5_0];
     for layer in 0..N_LAYER {
         let name = |suffix: &str| format!("blk.{layer}.{suffix}");
         add_vector(&mut writer, &name("attn_norm.weight"), &norm(&mut rng));
@@ -298,9 +299,36 @@ fn add_matrix(
             .flat_map(|&v| f32_to_f16(v).to_le_bytes())
             .collect(),
         GgmlType::Q8_0 => quantize_q8_0(values),
+        GgmlType::Q5_0 => quantize_q5_0(values),
         other => unreachable!("tiny models do not use {other}"),
     };
     writer.add_tensor(name, &[n_in as u64, n_out as u64], ggml_type, data);
+}
+
+/// Q5_0: per block of 32 values, an F16 scale `d = max|x| / 15`, the fifth bits of the 32 codes
+/// `round(x / d) + 16` (in `0..32`) as a `u32`, then their low nibbles, two per byte (value `j` and
+/// `j + 16` share byte `j`).
+fn quantize_q5_0(values: &[f32]) -> Vec<u8> {
+    const BLOCK: usize = 32;
+    debug_assert_eq!(values.len() % BLOCK, 0);
+    let mut out = Vec::with_capacity(values.len() / BLOCK * 22);
+    for block in values.chunks(BLOCK) {
+        let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = max / 15.0;
+        let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let codes: Vec<u8> = block
+            .iter()
+            .map(|&v| ((v * inverse).round().clamp(-16.0, 15.0) as i32 + 16) as u8)
+            .collect();
+        let high_bits = codes
+            .iter()
+            .enumerate()
+            .fold(0u32, |bits, (j, &code)| bits | (u32::from(code >> 4) << j));
+        out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+        out.extend_from_slice(&high_bits.to_le_bytes());
+        out.extend((0..16).map(|j| (codes[j] & 0x0F) | ((codes[j + 16] & 0x0F) << 4)));
+    }
+    out
 }
 
 /// Q8_0: per block of 32 values, an F16 scale `d = max|x| / 127` and 32 `i8` values `round(x / d)`.

@@ -222,6 +222,35 @@ fn weights_give_the_same_logits_repacked_or_mapped() {
 }
 
 #[test]
+fn q5_0_matrices_give_the_same_logits_widened_to_q8_0_or_not() {
+    for arch in TinyArch::ALL {
+        let widened = load_tiny(arch);
+        let kept = load_tiny_with(
+            arch,
+            SEED,
+            ModelParams {
+                n_threads: 2,
+                widen_q5_0: false,
+                ..tiny_support::model_params()
+            },
+        );
+        assert!(
+            widened.model.info().widened_bytes > 0,
+            "{arch}: the tiny model has Q5_0 matrices to widen"
+        );
+        assert_eq!(kept.model.info().widened_bytes, 0);
+        let prompt = code_tokens(&widened.model);
+        for n_batch in [1, 512] {
+            assert_logits_close(
+                &logits_after(&kept.model, n_batch, &[&prompt]),
+                &logits_after(&widened.model, n_batch, &[&prompt]),
+                &format!("{arch}: Q5_0 vs widened Q8_0, n_batch {n_batch}"),
+            );
+        }
+    }
+}
+
+#[test]
 fn truncate_forgets_the_tail() {
     for arch in TinyArch::ALL {
         let tiny = load_tiny(arch);

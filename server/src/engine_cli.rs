@@ -125,6 +125,9 @@ pub struct BenchArgs {
     /// Unfused attention instead of flash attention (compare with `llama-bench -fa 0`).
     #[arg(long)]
     no_flash_attn: bool,
+    /// Keep Q5_0 matrices as Q5_0 instead of widening them to Q8_0 (compare with llama-bench).
+    #[arg(long)]
+    no_widen: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -285,6 +288,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.no_flash_attn {
         params.flash_attention = false;
     }
+    if args.no_widen {
+        params.widen_q5_0 = false;
+    }
     let model = load_with(&args.model, Some(args.threads), params)?;
     let info = model.info().clone();
     let n_vocab = info.hyperparameters.n_vocab as u64;
@@ -347,6 +353,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
                     "model": model_name, "size_mib": size_mib, "params": info.n_params,
                     "threads": args.threads, "test": test, "t_s": mean, "t_s_stddev": deviation, "samples": rates,
                     "repacked_mib": info.repacked_bytes as f64 / (1024.0 * 1024.0),
+                    "widened_mib": info.widened_bytes as f64 / (1024.0 * 1024.0),
                 })
             })
             .collect();
@@ -405,6 +412,10 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
     outln!(
         "repacked:      {:.1} MiB of weights in GGML's interleaved layout",
         info.repacked_bytes as f64 / (1024.0 * 1024.0)
+    )?;
+    outln!(
+        "widened:       {:.1} MiB of Q5_0 matrices stored as Q8_0 (same values, faster kernels)",
+        info.widened_bytes as f64 / (1024.0 * 1024.0)
     )?;
     outln!("vocabulary:    {} tokens", tokenizer.vocab_size())?;
     let show = |id: Option<TokenId>| match id {
