@@ -31,24 +31,26 @@ pub fn widen_q5_0_to_q8_0(q5_0: &[u8], out: &mut Vec<u8>) -> Option<()> {
         return None;
     }
     let n_blocks = q5_0.len() / Q5_0_BLOCK_BYTES;
-    out.reserve(n_blocks * Q8_0_BLOCK_BYTES);
-    for block in q5_0.chunks_exact(Q5_0_BLOCK_BYTES) {
+    let start = out.len();
+    out.resize(start + n_blocks * Q8_0_BLOCK_BYTES, 0);
+    let blocks_in = q5_0.chunks_exact(Q5_0_BLOCK_BYTES);
+    let blocks_out = out[start..].chunks_exact_mut(Q8_0_BLOCK_BYTES);
+    for (block, wide) in blocks_in.zip(blocks_out) {
         let (scale, rest) = block.split_at(2);
         let (high_bits, nibbles) = rest.split_at(4);
         let high_bits =
             u32::from_le_bytes([high_bits[0], high_bits[1], high_bits[2], high_bits[3]]);
+        let (wide_scale, values) = wide.split_at_mut(2);
         // Same scale.
-        out.extend_from_slice(scale);
-        // Weights 0..16 from the low nibbles, then 16..32 from the high nibbles, each with its fifth
-        // bit, recentred from 0..32 to -16..16.
-        for half in 0..2 {
-            for (j, &byte) in nibbles.iter().enumerate() {
-                let index = half * 16 + j;
-                let nibble = if half == 0 { byte & 0x0F } else { byte >> 4 };
-                let fifth_bit = ((high_bits >> index) & 1) as u8;
-                let unsigned = nibble | (fifth_bit << 4);
-                out.push((unsigned as i8 - 16) as u8);
-            }
+        wide_scale.copy_from_slice(scale);
+        // Weight j < 16 from the low nibble of byte j, weight j + 16 from its high nibble, each with
+        // its fifth bit; the code (0..32) minus 16 is the i8 value (two's complement byte).
+        let (first_half, second_half) = values.split_at_mut(16);
+        for (j, &byte) in nibbles.iter().enumerate() {
+            let fifth_low = ((high_bits >> j) & 1) as u8;
+            let fifth_high = ((high_bits >> (j + 16)) & 1) as u8;
+            first_half[j] = ((byte & 0x0F) | (fifth_low << 4)).wrapping_sub(16);
+            second_half[j] = ((byte >> 4) | (fifth_high << 4)).wrapping_sub(16);
         }
     }
     Some(())
