@@ -210,14 +210,24 @@ fn weights_give_the_same_logits_repacked_or_mapped() {
             },
         );
         assert_eq!(mapped.model.info().repacked_bytes, 0);
-        let prompt = code_tokens(&repacked.model);
-        for n_batch in [1, 512] {
-            assert_logits_close(
-                &logits_after(&mapped.model, n_batch, &[&prompt]),
-                &logits_after(&repacked.model, n_batch, &[&prompt]),
-                &format!("{arch}: mapped vs repacked, n_batch {n_batch}"),
-            );
-        }
+        assert_prompt_logits_agree(
+            &mapped.model,
+            &repacked.model,
+            &format!("{arch}: mapped vs repacked"),
+        );
+    }
+}
+
+/// Asserts that two loadings of the same model give the same logits (within the batch-shape
+/// tolerance) after the tiny code prompt, evaluated one token at a time and as one batch.
+fn assert_prompt_logits_agree(a: &Arc<Model>, b: &Arc<Model>, what: &str) {
+    let prompt = code_tokens(a);
+    for n_batch in [1, 512] {
+        assert_logits_close(
+            &logits_after(a, n_batch, &[&prompt]),
+            &logits_after(b, n_batch, &[&prompt]),
+            &format!("{what}, n_batch {n_batch}"),
+        );
     }
 }
 
@@ -239,14 +249,11 @@ fn q5_0_matrices_give_the_same_logits_widened_to_q8_0_or_not() {
             "{arch}: the tiny model has Q5_0 matrices to widen"
         );
         assert_eq!(kept.model.info().widened_bytes, 0);
-        let prompt = code_tokens(&widened.model);
-        for n_batch in [1, 512] {
-            assert_logits_close(
-                &logits_after(&kept.model, n_batch, &[&prompt]),
-                &logits_after(&widened.model, n_batch, &[&prompt]),
-                &format!("{arch}: Q5_0 vs widened Q8_0, n_batch {n_batch}"),
-            );
-        }
+        assert_prompt_logits_agree(
+            &kept.model,
+            &widened.model,
+            &format!("{arch}: Q5_0 vs widened Q8_0"),
+        );
     }
 }
 
