@@ -585,7 +585,7 @@ impl BatchGraph {
                 n_past: shape.n_past.unwrap_or(0),
                 flash_attention: model.params().flash_attention,
             };
-            let weights = model.weights().tensors();
+            let weights = model.weights().tensors_for_batch(shape.n_tokens);
             let cache = cache.tensors();
             let mut graph = ctx.new_graph(n_nodes);
             let logits = model

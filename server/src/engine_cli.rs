@@ -128,6 +128,10 @@ pub struct BenchArgs {
     /// Keep Q5_0 matrices as Q5_0 instead of widening them to Q8_0 (compare with llama-bench).
     #[arg(long)]
     no_widen: bool,
+    /// Run prompts on the repacked matrices too, instead of their in-place twins (compare with
+    /// llama-bench).
+    #[arg(long)]
+    no_dual_layout: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -291,6 +295,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.no_widen {
         params.widen_q5_0 = false;
     }
+    if args.no_dual_layout {
+        params.dual_layout = false;
+    }
     let model = load_with(&args.model, Some(args.threads), params)?;
     let info = model.info().clone();
     let n_vocab = info.hyperparameters.n_vocab as u64;
@@ -416,6 +423,11 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
     outln!(
         "widened:       {:.1} MiB of Q5_0 matrices stored as Q8_0 (same values, faster kernels)",
         info.widened_bytes as f64 / (1024.0 * 1024.0)
+    )?;
+    outln!(
+        "dual layout:   {:.1} MiB of repacked matrices also used in place for prompts of {}+ tokens",
+        info.dual_layout_bytes as f64 / (1024.0 * 1024.0),
+        lmrs::model::IN_PLACE_MIN_BATCH
     )?;
     outln!("vocabulary:    {} tokens", tokenizer.vocab_size())?;
     let show = |id: Option<TokenId>| match id {
