@@ -30,25 +30,13 @@ fn load(path: &std::path::Path, repack: bool, widen_q5_0: bool, dual_layout: boo
     Arc::new(Model::load(path, params).expect("loading the model"))
 }
 
-/// Logits after `prompt` evaluated as one batch.
-fn prompt_logits(model: &Arc<Model>, prompt: &[TokenId]) -> Vec<f32> {
+/// Logits after `prompt` fed in batches of `n_batch` (512: one batch, as a prompt; 1: one token at
+/// a time, as generation).
+fn logits_after(model: &Arc<Model>, prompt: &[TokenId], n_batch: usize) -> Vec<f32> {
     let mut session = model
         .create_session(SessionParams {
             n_ctx: 512,
-            n_batch: 512,
-            n_threads: 2,
-        })
-        .expect("session");
-    session.feed(prompt).expect("prompt");
-    session.logits().expect("logits").to_vec()
-}
-
-/// Logits after `prompt` fed one token at a time (the generation path).
-fn token_by_token_logits(model: &Arc<Model>, prompt: &[TokenId]) -> Vec<f32> {
-    let mut session = model
-        .create_session(SessionParams {
-            n_ctx: 512,
-            n_batch: 1,
+            n_batch,
             n_threads: 2,
         })
         .expect("session");
@@ -100,13 +88,13 @@ fn widening_and_the_dual_layout_compute_what_the_plain_layouts_compute() {
 
     let expected_prompt = if twins { &in_place } else { &repacked };
     assert_identical(
-        &prompt_logits(&fast, &prompt),
-        &prompt_logits(expected_prompt, &prompt),
+        &logits_after(&fast, &prompt, 512),
+        &logits_after(expected_prompt, &prompt, 512),
         "a prompt batch",
     );
     assert_identical(
-        &token_by_token_logits(&fast, &prompt),
-        &token_by_token_logits(&repacked, &prompt),
+        &logits_after(&fast, &prompt, 1),
+        &logits_after(&repacked, &prompt, 1),
         "token by token",
     );
 }
