@@ -456,10 +456,19 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
         n_ctx: args.ctx_size,
         ..SessionParams::default()
     })?;
-    // Evaluate a few tokens so every weight page has been touched: the honest resident figure.
-    let probe = tokenizer.encode("fn main() {", false);
-    if !probe.is_empty() {
-        session.feed(&probe)?;
+    // Evaluate a prompt batch (large enough for the dual layout's in-place twins) and then one
+    // token (the repacked matrices), so every weight page in use has been touched: the honest
+    // resident figure.
+    let words = tokenizer.encode("fn main() {", false);
+    if !words.is_empty() {
+        let batch: Vec<_> = words
+            .iter()
+            .copied()
+            .cycle()
+            .take(lmrs::model::IN_PLACE_MIN_BATCH)
+            .collect();
+        session.feed(&batch)?;
+        session.feed(&words[..1])?;
     }
     if let Some(rss) = resident_bytes() {
         outln!(
