@@ -5,7 +5,7 @@
 
 use ggml_sys::{Buffer, BufferKind, Context, GgmlError, Tensor, TensorType};
 
-use crate::models::Hyperparameters;
+use crate::hparams::Hyperparameters;
 
 /// Keys and values of every layer for up to `n_ctx` positions.
 pub struct KvCache {
@@ -73,11 +73,6 @@ impl KvCache {
         KvTensors {
             tensors: self.context.tensors().collect(),
         }
-    }
-
-    /// Positions the cache holds.
-    pub fn n_ctx(&self) -> usize {
-        self.n_ctx
     }
 
     /// Bytes of memory.

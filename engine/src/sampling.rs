@@ -152,11 +152,6 @@ impl Sampler {
         }
     }
 
-    /// Bytes of the required prefix not yet generated.
-    pub fn pending_required_prefix(&self) -> &[u8] {
-        &self.required
-    }
-
     /// Picks the next token from `logits`; `recent` are the latest tokens (for the penalty).
     pub fn sample(&mut self, logits: &[f32], recent: &[TokenId], tokenizer: &Tokenizer) -> TokenId {
         let p = &self.params;

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use ggml_sys::{Context, CpuBackend, GgmlError, GraphAllocator, OwnedGraph, Tensor, TensorType};
 
+use crate::error::InferError;
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::models::BatchInputs;
@@ -36,39 +37,6 @@ impl Default for SessionParams {
             n_threads: 0,
         }
     }
-}
-
-/// Errors while evaluating or generating.
-#[derive(Debug, thiserror::Error)]
-pub enum InferError {
-    /// The prompt has no tokens.
-    #[error("the prompt is empty")]
-    EmptyPrompt,
-    /// The prompt does not fit the context.
-    #[error("the prompt has {n_tokens} tokens but the context holds {n_ctx}")]
-    PromptTooLong {
-        /// Prompt length.
-        n_tokens: usize,
-        /// Context size.
-        n_ctx: usize,
-    },
-    /// A token id is outside the vocabulary.
-    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
-    InvalidToken {
-        /// The id.
-        id: TokenId,
-        /// Vocabulary size.
-        n_vocab: usize,
-    },
-    /// Session parameters are unusable.
-    #[error("invalid session parameters: {0}")]
-    InvalidParams(String),
-    /// The cancel flag was set.
-    #[error("cancelled")]
-    Cancelled,
-    /// GGML failed.
-    #[error("GGML: {0}")]
-    Ggml(#[from] GgmlError),
 }
 
 /// A shared flag that stops work in progress. Cloning shares the flag.
@@ -202,7 +170,8 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(model: Arc<Model>, mut params: SessionParams) -> Result<Session, InferError> {
+    /// Starts a session (its own KV cache, compute buffers and threads) on `model`.
+    pub fn new(model: Arc<Model>, mut params: SessionParams) -> Result<Session, InferError> {
         if params.n_ctx == 0 || params.n_ctx > (1 << 20) {
             return Err(InferError::InvalidParams(format!(
                 "n_ctx = {} must be between 1 and 2^20",

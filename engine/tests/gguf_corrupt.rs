@@ -2,8 +2,8 @@
 //! with the specific [`GgufError`] variant, a message naming the field and its byte offset, and no
 //! panic or huge allocation.
 
-use lmrs::gguf::writer::GgufWriter;
 use lmrs::gguf::{GgmlType, GgufError, GgufFile, MetadataArray, MetadataValue};
+use lmrs_fixtures::GgufWriter;
 
 /// A valid file exercising every section: several metadata types, arrays, and three tensors.
 fn base_writer() -> GgufWriter {

@@ -34,7 +34,9 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use lmrs::{InferenceFeedback, InferenceParameters, Model, ModelParams, SessionParams, TokenId};
+use lmrs::{
+    InferenceFeedback, InferenceParameters, Model, ModelParams, Session, SessionParams, TokenId,
+};
 use serde_json::Value;
 
 /// Tokens generated per case (as recorded).
@@ -154,13 +156,15 @@ fn compare_model(model_file: &str, reference_file: &str) -> Option<Summary> {
     };
     let model = Arc::new(Model::load(&model_path, params).expect("loading the model"));
     let longest = cases.iter().map(|c| c.prompt_ids.len()).max().unwrap_or(0);
-    let mut session = model
-        .create_session(SessionParams {
+    let mut session = Session::new(
+        Arc::clone(&model),
+        SessionParams {
             n_ctx: (longest + N_STEPS + 1).next_multiple_of(256),
             n_batch: 512,
             n_threads: THREADS,
-        })
-        .expect("session");
+        },
+    )
+    .expect("session");
     let greedy = InferenceParameters::greedy().with_logprobs(5);
 
     let mut summary = Summary {

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use lmrs::gguf::GgufFile;
-use lmrs::tiny::{self, tiny_model_bytes, tiny_model_writer, TinyArch};
-use lmrs::{LoadError, Model, ModelParams, SessionParams};
+use lmrs::{LoadError, Model, ModelParams, Session, SessionParams};
+use lmrs_fixtures::tiny::{self, tiny_model_bytes, tiny_model_writer, TinyArch};
 use tiny_support::{load_tiny, model_params, TempDir, CODE_PROMPT, SEED};
 
 /// `Model` is shared between threads as `Arc<Model>`; sessions move between threads.
@@ -196,8 +196,13 @@ fn unsupported_architecture_lists_the_supported_ones() {
     writer.add_string("general.architecture", "mamba");
     let error = load_bytes(&dir, "mamba.gguf", &writer.to_bytes()).unwrap_err();
     match &error {
-        LoadError::UnsupportedArchitecture { path, architecture } => {
+        LoadError::UnsupportedArchitecture {
+            path,
+            architecture,
+            supported,
+        } => {
             assert_eq!(architecture, "mamba");
+            assert_eq!(supported, &["qwen2", "llama"]);
             assert_eq!(path, &dir.join("mamba.gguf"));
         }
         other => panic!("expected UnsupportedArchitecture, got {other:?}"),
@@ -333,7 +338,7 @@ fn load_and_run(path: &Path, bytes: &[u8]) -> Result<bool, String> {
                     n_batch: 4,
                     n_threads: 1,
                 };
-                if let Ok(mut session) = model.create_session(params) {
+                if let Ok(mut session) = Session::new(Arc::clone(&model), params) {
                     let _ = session.feed(&[1, 2, 3, 4, 5]);
                 }
                 true

@@ -14,11 +14,11 @@ mod tiny_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lmrs::tiny::TinyArch;
 use lmrs::{
     CancelFlag, InferError, InferenceFeedback, InferenceParameters, InferenceStats, Model,
     ModelParams, Session, SessionParams, StopReason, TokenId,
 };
+use lmrs_fixtures::tiny::TinyArch;
 use tiny_support::{
     assert_logits_close, assert_logits_equal, code_tokens, load_tiny, load_tiny_with, session, SEED,
 };
@@ -707,11 +707,14 @@ fn bad_prompts_are_errors() {
         let stats = s.feed(&full).unwrap();
         assert_eq!(stats.reused + stats.evaluated, 32);
 
-        let bad = model.create_session(SessionParams {
-            n_ctx: 0,
-            n_batch: 8,
-            n_threads: 1,
-        });
+        let bad = Session::new(
+            Arc::clone(&model),
+            SessionParams {
+                n_ctx: 0,
+                n_batch: 8,
+                n_threads: 1,
+            },
+        );
         assert!(matches!(bad, Err(InferError::InvalidParams(_))), "{arch}");
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use lmrs::gguf::GgufFile;
-use lmrs::tokenizer::{TokenId, Tokenizer, TokenizerError};
+use lmrs::{TokenId, Tokenizer, TokenizerError};
 
 fn vocab_path(name: &str) -> PathBuf {
     common::reference_dir()
@@ -215,8 +215,8 @@ fn fim_tokens_of_smollm2() {
 
 #[test]
 fn unsupported_vocabularies_are_clear_errors() {
-    use lmrs::gguf::writer::GgufWriter;
     use lmrs::gguf::{MetadataArray, MetadataValue};
+    use lmrs_fixtures::GgufWriter;
 
     let build = |model: &str, pre: Option<&str>| {
         let mut writer = GgufWriter::new();

@@ -21,7 +21,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use lmrs::gguf::GgufFile;
-use lmrs::tokenizer::{TokenId, Tokenizer};
+use lmrs::{TokenId, Tokenizer};
 
 /// Separator between the strings of a `.inp` file.
 const INP_SEPARATOR: &str = "\n__ggml_vocab_test__\n";

@@ -13,7 +13,7 @@ mod common;
 
 use std::sync::Arc;
 
-use lmrs::{Model, ModelParams, SessionParams, TokenId};
+use lmrs::{Model, ModelParams, Session, SessionParams, TokenId};
 
 const MODEL: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 
@@ -33,13 +33,15 @@ fn load(path: &std::path::Path, repack: bool, widen_q5_0: bool, dual_layout: boo
 /// Logits after `prompt` fed in batches of `n_batch` (512: one batch, as a prompt; 1: one token at
 /// a time, as generation).
 fn logits_after(model: &Arc<Model>, prompt: &[TokenId], n_batch: usize) -> Vec<f32> {
-    let mut session = model
-        .create_session(SessionParams {
+    let mut session = Session::new(
+        Arc::clone(&model),
+        SessionParams {
             n_ctx: 512,
             n_batch,
             n_threads: 2,
-        })
-        .expect("session");
+        },
+    )
+    .expect("session");
     session.feed(prompt).expect("prompt");
     session.logits().expect("logits").to_vec()
 }
@@ -82,7 +84,7 @@ fn widening_and_the_dual_layout_compute_what_the_plain_layouts_compute() {
 
     let prompt = fast.tokenizer().encode(CODE, false);
     assert!(
-        prompt.len() >= lmrs::model::IN_PLACE_MIN_BATCH,
+        prompt.len() >= lmrs::IN_PLACE_MIN_BATCH,
         "a batch that uses the twins"
     );
 

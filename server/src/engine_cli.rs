@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
-use lmrs::{InferenceFeedback, InferenceParameters, Model, ModelParams, SessionParams, TokenId};
+use lmrs::{
+    InferenceFeedback, InferenceParameters, Model, ModelParams, Session, SessionParams, TokenId,
+};
 use lmrs_lsp::outln;
 
 /// Subcommands that talk to the engine directly.
@@ -23,18 +25,6 @@ pub enum EngineCommand {
     Bench(BenchArgs),
     /// Print a model's architecture, sizes, quantization types, tokenizer and FIM tokens.
     Info(InfoArgs),
-    /// Write a tiny random-weight model (for tests of the server and the editor clients).
-    #[command(hide = true)]
-    TinyModel {
-        /// GGUF file to write.
-        output: PathBuf,
-        /// Architecture: qwen2 or llama.
-        #[arg(long, default_value = "qwen2")]
-        arch: String,
-        /// Seed of the pseudo-random weights.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-    },
 }
 
 /// Arguments of `lmrs infer`.
@@ -154,7 +144,6 @@ pub fn run(command: EngineCommand) -> anyhow::Result<()> {
         EngineCommand::Tokenize(args) => tokenize(args),
         EngineCommand::Bench(args) => bench(args),
         EngineCommand::Info(args) => info(args),
-        EngineCommand::TinyModel { output, arch, seed } => tiny_model(&output, &arch, seed),
     }
 }
 
@@ -189,10 +178,13 @@ fn infer(args: InferArgs) -> anyhow::Result<()> {
         prompt.extend(tokenizer.bos());
     }
     prompt.extend(tokenizer.encode(&args.prompt, args.special));
-    let mut session = model.create_session(SessionParams {
-        n_ctx: args.ctx_size,
-        ..SessionParams::default()
-    })?;
+    let mut session = Session::new(
+        Arc::clone(&model),
+        SessionParams {
+            n_ctx: args.ctx_size,
+            ..SessionParams::default()
+        },
+    )?;
     let mut params = InferenceParameters::default()
         .with_temperature(args.temp)
         .with_top_k(args.top_k)
@@ -302,11 +294,14 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let info = model.info().clone();
     let n_vocab = info.hyperparameters.n_vocab as u64;
     let n_ctx = (args.n_prompt + args.n_gen + 16).max(64);
-    let mut session = model.create_session(SessionParams {
-        n_ctx,
-        n_batch: args.n_prompt.max(1),
-        n_threads: args.threads,
-    })?;
+    let mut session = Session::new(
+        Arc::clone(&model),
+        SessionParams {
+            n_ctx,
+            n_batch: args.n_prompt.max(1),
+            n_threads: args.threads,
+        },
+    )?;
     // Deterministic pseudo-random tokens (as llama-bench uses random tokens).
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut next_token = move || {
@@ -427,7 +422,7 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
     outln!(
         "dual layout:   {:.1} MiB of repacked matrices also used in place for prompts of {}+ tokens",
         info.dual_layout_bytes as f64 / (1024.0 * 1024.0),
-        lmrs::model::IN_PLACE_MIN_BATCH
+        lmrs::IN_PLACE_MIN_BATCH
     )?;
     outln!("vocabulary:    {} tokens", tokenizer.vocab_size())?;
     let show = |id: Option<TokenId>| match id {
@@ -452,10 +447,13 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
     if let Some(rss) = resident_bytes() {
         outln!("resident:      {:.1} MiB after loading", mib(rss))?;
     }
-    let mut session = model.create_session(SessionParams {
-        n_ctx: args.ctx_size,
-        ..SessionParams::default()
-    })?;
+    let mut session = Session::new(
+        Arc::clone(&model),
+        SessionParams {
+            n_ctx: args.ctx_size,
+            ..SessionParams::default()
+        },
+    )?;
     // Evaluate a prompt batch (large enough for the dual layout's in-place twins) and then one
     // token (the repacked matrices), so every weight page in use has been touched: the honest
     // resident figure.
@@ -465,7 +463,7 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
             .iter()
             .copied()
             .cycle()
-            .take(lmrs::model::IN_PLACE_MIN_BATCH)
+            .take(lmrs::IN_PLACE_MIN_BATCH)
             .collect();
         session.feed(&batch)?;
         session.feed(&words[..1])?;
@@ -488,13 +486,4 @@ fn resident_bytes() -> Option<u64> {
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-/// `lmrs tiny-model OUTPUT [--arch qwen2|llama] [--seed N]`: writes a tiny random-weight model.
-fn tiny_model(output: &std::path::Path, arch: &str, seed: u64) -> anyhow::Result<()> {
-    let arch: lmrs::tiny::TinyArch = arch.parse()?;
-    lmrs::tiny::write_tiny_model(output, arch, seed)
-        .with_context(|| format!("writing {}", output.display()))?;
-    outln!("{}", output.display())?;
-    Ok(())
 }

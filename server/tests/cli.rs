@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 fn tiny_model(name: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("lmrs-cli-{name}-{}.gguf", std::process::id()));
-    lmrs::tiny::write_tiny_model(&path, lmrs::tiny::TinyArch::Qwen2, 3).unwrap();
+    lmrs_fixtures::tiny::write_tiny_model(&path, lmrs_fixtures::tiny::TinyArch::Qwen2, 3).unwrap();
     path
 }
 

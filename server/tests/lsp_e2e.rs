@@ -21,7 +21,8 @@ fn tiny_model() -> &'static str {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let path = std::env::temp_dir().join(format!("lmrs-e2e-tiny-{}.gguf", std::process::id()));
-        lmrs::tiny::write_tiny_model(&path, lmrs::tiny::TinyArch::Qwen2, 7).unwrap();
+        lmrs_fixtures::tiny::write_tiny_model(&path, lmrs_fixtures::tiny::TinyArch::Qwen2, 7)
+            .unwrap();
         path
     })
     .to_str()

@@ -1,4 +1,4 @@
-//! GGUF v2/v3 files: a validating, zero-copy reader ([`GgufFile`]) and a writer ([`writer::GgufWriter`]).
+//! GGUF v2/v3 files: a validating, zero-copy reader ([`GgufFile`]) (the test fixtures' crate `lmrs-fixtures` has the writer).
 //!
 //! A GGUF file is a header (magic `GGUF`, version, tensor count, metadata count), typed key/value
 //! metadata, tensor infos (name, dimensions, ggml type, offset), then the tensor data section, which
@@ -13,10 +13,6 @@ mod error;
 mod metadata;
 mod reader;
 mod types;
-pub mod writer;
-
-#[cfg(test)]
-mod tests;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -6,10 +6,12 @@
 
 use ggml_sys::{Context, Graph, RopeParams, Tensor};
 
+use crate::error::LoadError;
 use crate::gguf::GgufFile;
+use crate::hparams::{read_f32_or, read_size, Hyperparameters};
 use crate::kv_cache::KvTensors;
-use crate::model::{LoadError, WeightBinder, WeightId, WeightTensors, WeightUse};
-use crate::models::{read_f32_or, read_size, BatchInputs, Hyperparameters};
+use crate::models::architecture::BatchInputs;
+use crate::weights::{WeightBinder, WeightId, WeightTensors, WeightUse};
 
 /// Weights of one transformer layer. Biases are optional (Qwen2 has them on q, k and v).
 #[derive(Clone, Debug)]

@@ -5,10 +5,12 @@
 
 use ggml_sys::{Context, Graph, Tensor, ROPE_TYPE_NORMAL};
 
+use crate::error::LoadError;
+use crate::hparams::Hyperparameters;
 use crate::kv_cache::KvTensors;
-use crate::model::{LoadError, WeightBinder, WeightTensors};
+use crate::models::architecture::{Architecture, BatchInputs};
 use crate::models::blocks::{self, DecoderConfig, DecoderWeights};
-use crate::models::{Architecture, BatchInputs, Hyperparameters};
+use crate::weights::{WeightBinder, WeightTensors};
 
 /// A loaded llama-style decoder.
 pub struct Llama {

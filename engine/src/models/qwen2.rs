@@ -5,10 +5,11 @@
 
 use ggml_sys::ROPE_TYPE_NEOX;
 
-use crate::model::{LoadError, WeightBinder};
+use crate::error::LoadError;
+use crate::models::architecture::Architecture;
 use crate::models::blocks;
 use crate::models::llama::Llama;
-use crate::models::Architecture;
+use crate::weights::WeightBinder;
 
 /// Reads `qwen2.*` hyperparameters and binds the weights (q/k/v biases required).
 pub fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture>, LoadError> {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use lmrs::tiny::{write_tiny_model, TinyArch};
 use lmrs::{Model, ModelParams, Session, SessionParams, TokenId};
+use lmrs_fixtures::tiny::{write_tiny_model, TinyArch};
 
 /// Seed of the tiny models the tests use unless they need another.
 pub const SEED: u64 = 42;
@@ -112,13 +112,15 @@ pub fn load_tiny_with(arch: TinyArch, seed: u64, params: ModelParams) -> TinyMod
 
 /// A session with `n_ctx` positions and batches of at most `n_batch` tokens.
 pub fn session(model: &Arc<Model>, n_ctx: usize, n_batch: usize) -> Session {
-    model
-        .create_session(SessionParams {
+    Session::new(
+        Arc::clone(model),
+        SessionParams {
             n_ctx,
             n_batch,
             n_threads: 1,
-        })
-        .expect("creating a session")
+        },
+    )
+    .expect("creating a session")
 }
 
 /// The tokens of [`CODE_PROMPT`] (with BOS where the model wants one).

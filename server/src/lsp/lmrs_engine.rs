@@ -38,13 +38,15 @@ impl LmrsEngine {
         let n_ctx = params
             .context_size
             .min(model.info().hyperparameters.n_ctx_train.max(256));
-        let session = model
-            .create_session(SessionParams {
+        let session = Session::new(
+            Arc::clone(&model),
+            SessionParams {
                 n_ctx,
                 n_batch: 512.min(n_ctx),
                 n_threads: params.threads.max(1),
-            })
-            .map_err(|e| load_err(e.to_string()))?;
+            },
+        )
+        .map_err(|e| load_err(e.to_string()))?;
         Ok(Self { model, session })
     }
 }

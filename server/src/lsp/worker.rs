@@ -457,7 +457,8 @@ mod tests {
         let path = PATH.get_or_init(|| {
             let p =
                 std::env::temp_dir().join(format!("lmrs-worker-tiny-{}.gguf", std::process::id()));
-            lmrs::tiny::write_tiny_model(&p, lmrs::tiny::TinyArch::Qwen2, 7).unwrap();
+            lmrs_fixtures::tiny::write_tiny_model(&p, lmrs_fixtures::tiny::TinyArch::Qwen2, 7)
+                .unwrap();
             p
         });
         engine::load(&LoadParams {

@@ -16,8 +16,6 @@
 //!   `qs: [u8; 16]` (weight `j < 16` in the low nibble of `qs[j]`, weight `j + 16` in its high nibble).
 //! - Q8_0, 34 bytes: `d: f16`, `qs: [i8; 32]`.
 
-/// Weights per block, in both formats.
-pub const BLOCK_WEIGHTS: usize = 32;
 /// Bytes of one Q5_0 block.
 pub const Q5_0_BLOCK_BYTES: usize = 22;
 /// Bytes of one Q8_0 block.

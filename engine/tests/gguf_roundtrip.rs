@@ -1,7 +1,7 @@
-//! Unit tests of the GGUF reader and writer: round trips of every value type and tensor layout.
+//! The GGUF reader against the test writer: round trips of every value type and tensor layout.
 
-use super::writer::GgufWriter;
-use super::*;
+use lmrs::gguf::*;
+use lmrs_fixtures::GgufWriter;
 
 fn every_value_type() -> Vec<(&'static str, MetadataValue)> {
     vec![

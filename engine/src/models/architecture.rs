@@ -1,0 +1,50 @@
+//! What every architecture provides to a session: the [`Architecture`] trait (hyperparameters and
+//! the forward graph of one batch) and the graph inputs of a batch ([`BatchInputs`]).
+
+use ggml_sys::{Context, Graph, Tensor};
+
+use crate::hparams::Hyperparameters;
+use crate::kv_cache::KvTensors;
+use crate::weights::WeightTensors;
+
+/// The graph inputs of one batch: tokens at consecutive positions after `n_past` cached ones.
+pub struct BatchInputs<'a> {
+    /// Token ids, I32 `[n_tokens]`.
+    pub tokens: Tensor<'a>,
+    /// Positions, I32 `[n_tokens]`.
+    pub positions: Tensor<'a>,
+    /// Causal mask, F16 `[n_kv, n_tokens]`: 0 where a token may attend, -inf elsewhere (also on
+    /// the cache rows past the batch that padding brings in).
+    pub mask: Tensor<'a>,
+    /// Rows whose logits are wanted, I32 `[n_outputs]`.
+    pub output_rows: Tensor<'a>,
+    /// Cache rows (positions) the batch's keys and values are written to, I64 `[n_tokens]`.
+    pub cache_rows: Tensor<'a>,
+    /// Tokens in this batch.
+    pub n_tokens: usize,
+    /// Cache rows attention looks at, from row 0: at least everything cached plus this batch; with
+    /// flash attention rounded up so one graph serves many consecutive tokens.
+    pub n_kv: usize,
+    /// Tokens already in the KV cache before this batch. Only the unfused attention's transposed
+    /// value cache needs it in the graph (its column writes are views at this offset).
+    pub n_past: usize,
+    /// Use GGML's fused flash attention (else scores, softmax and weighted sum as separate ops).
+    pub flash_attention: bool,
+}
+
+/// A model architecture: hyperparameters, bound weights and the forward pass.
+pub trait Architecture: Send + Sync {
+    /// The model's sizes.
+    fn hyperparameters(&self) -> &Hyperparameters;
+
+    /// Builds the forward pass of one batch and returns the logits `[n_vocab, n_outputs]`. Writes the
+    /// batch's keys and values into the cache (those copies are expanded into `graph` first).
+    fn build<'a>(
+        &self,
+        ctx: &'a Context,
+        graph: &mut Graph<'a>,
+        weights: &WeightTensors<'a>,
+        cache: &KvTensors<'a>,
+        batch: &BatchInputs<'a>,
+    ) -> Tensor<'a>;
+}
