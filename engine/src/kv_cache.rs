@@ -3,40 +3,46 @@
 //! attention, or transposed `[n_ctx, n_embd_kv]` (column `p` holds position `p`) for the unfused
 //! attention, whose weighted sum over positions is then a plain matrix product.
 
-use ggml_sys::{Buffer, BufferKind, Context, GgmlError, Tensor, TensorType};
+use ggml_sys::{BufferKind, Context, Destination, GgmlError, Tensor, TensorStore, TensorType};
 
 use crate::hparams::Hyperparameters;
 
 /// Keys and values of every layer for up to `n_ctx` positions.
-pub struct KvCache {
-    // Buffer before context: dropped first.
-    buffer: Buffer,
-    context: Context,
+pub(crate) struct KvCache {
+    store: TensorStore,
     n_ctx: usize,
     n_layer: usize,
     transposed_values: bool,
 }
 
-/// The cache's tensors for building one graph.
-pub struct KvTensors<'a> {
+/// The cache's tensors for building one graph, and the right to write them.
+pub(crate) struct KvTensors<'a> {
+    context: &'a Context,
     tensors: Vec<Tensor<'a>>,
 }
 
 impl<'a> KvTensors<'a> {
     /// Keys of `layer`, F16 `[n_embd_kv, n_ctx]`.
-    pub fn keys(&self, layer: usize) -> Tensor<'a> {
+    pub(crate) fn keys(&self, layer: usize) -> Tensor<'a> {
         self.tensors[2 * layer]
     }
 
     /// Values of `layer`, F16 `[n_embd_kv, n_ctx]`, or `[n_ctx, n_embd_kv]` when transposed.
-    pub fn values(&self, layer: usize) -> Tensor<'a> {
+    pub(crate) fn values(&self, layer: usize) -> Tensor<'a> {
         self.tensors[2 * layer + 1]
+    }
+
+    /// `tensor` (a cache matrix or a view of one) as the destination of a graph's write.
+    pub(crate) fn writable(&self, tensor: Tensor<'a>) -> Destination<'a> {
+        self.context
+            .destination(tensor)
+            .expect("a cache matrix or a view of one")
     }
 }
 
 impl KvCache {
     /// Allocates a zeroed cache for `n_ctx` positions.
-    pub fn new(
+    pub(crate) fn new(
         hp: &Hyperparameters,
         n_ctx: usize,
         transposed_values: bool,
@@ -49,19 +55,18 @@ impl KvCache {
             [width, n_ctx_i64]
         };
         for layer in 0..hp.n_layer {
-            context
-                .new_tensor(TensorType::F16, &[width, n_ctx_i64])
-                .set_name(&format!("cache_k_l{layer}"));
-            context
-                .new_tensor(TensorType::F16, &value_dims)
-                .set_name(&format!("cache_v_l{layer}"));
+            context.new_tensor(
+                &format!("cache_k_l{layer}"),
+                TensorType::F16,
+                &[width, n_ctx_i64],
+            );
+            context.new_tensor(&format!("cache_v_l{layer}"), TensorType::F16, &value_dims);
         }
-        let buffer = Buffer::allocate_context(&context, BufferKind::Cpu)?;
+        let mut store = context.allocate(BufferKind::Cpu)?;
         // Masked-out entries are still multiplied by zero weights: they must hold numbers, not NaN.
-        buffer.clear(0);
+        store.clear(0);
         Ok(KvCache {
-            buffer,
-            context,
+            store,
             n_ctx,
             n_layer: hp.n_layer,
             transposed_values,
@@ -69,22 +74,23 @@ impl KvCache {
     }
 
     /// The tensors, for one graph.
-    pub fn tensors(&self) -> KvTensors<'_> {
+    pub(crate) fn tensors(&self) -> KvTensors<'_> {
         KvTensors {
-            tensors: self.context.tensors().collect(),
+            context: self.store.context(),
+            tensors: self.store.context().tensors().collect(),
         }
     }
 
     /// Bytes of memory.
-    pub fn size_bytes(&self) -> usize {
-        self.buffer.size()
+    pub(crate) fn size_bytes(&self) -> usize {
+        self.store.size_bytes()
     }
 
     /// An independent copy with the same content.
-    pub fn try_clone(&self, hp: &Hyperparameters) -> Result<KvCache, GgmlError> {
+    pub(crate) fn try_clone(&self, hp: &Hyperparameters) -> Result<KvCache, GgmlError> {
         debug_assert_eq!(hp.n_layer, self.n_layer);
-        let copy = KvCache::new(hp, self.n_ctx, self.transposed_values)?;
-        copy.buffer.copy_from(&self.buffer)?;
+        let mut copy = KvCache::new(hp, self.n_ctx, self.transposed_values)?;
+        copy.store.copy_from(&self.store)?;
         Ok(copy)
     }
 }

@@ -128,7 +128,7 @@ impl InferenceParameters {
 }
 
 /// Stateful sampler for one generation.
-pub struct Sampler {
+pub(crate) struct Sampler {
     params: InferenceParameters,
     rng: ChaCha8Rng,
     required: Vec<u8>,
@@ -137,7 +137,7 @@ pub struct Sampler {
 
 impl Sampler {
     /// A sampler for `params`.
-    pub fn new(params: &InferenceParameters) -> Sampler {
+    pub(crate) fn new(params: &InferenceParameters) -> Sampler {
         let seed = params.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -153,7 +153,12 @@ impl Sampler {
     }
 
     /// Picks the next token from `logits`; `recent` are the latest tokens (for the penalty).
-    pub fn sample(&mut self, logits: &[f32], recent: &[TokenId], tokenizer: &Tokenizer) -> TokenId {
+    pub(crate) fn sample(
+        &mut self,
+        logits: &[f32],
+        recent: &[TokenId],
+        tokenizer: &Tokenizer,
+    ) -> TokenId {
         let p = &self.params;
         self.candidates.clear();
         self.candidates
@@ -294,7 +299,7 @@ fn softmax(logits: impl Iterator<Item = f32> + Clone) -> Vec<f32> {
 }
 
 /// The `k` most likely tokens with their log-probabilities (log-softmax of `logits`), best first.
-pub fn top_logprobs(logits: &[f32], k: usize) -> Vec<(TokenId, f32)> {
+pub(crate) fn top_logprobs(logits: &[f32], k: usize) -> Vec<(TokenId, f32)> {
     if k == 0 || logits.is_empty() {
         return Vec::new();
     }
@@ -330,7 +335,7 @@ pub struct RunnerUp {
 /// The runner-up to `chosen` in `logits`: the best other token, skipping special tokens when
 /// `suppress_special` (as the sampler does). One pass keeping the best few, so it costs about as
 /// much as an argmax.
-pub fn runner_up(
+pub(crate) fn runner_up(
     logits: &[f32],
     chosen: TokenId,
     tokenizer: &Tokenizer,

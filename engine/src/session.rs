@@ -158,9 +158,11 @@ pub struct Session {
     model: Arc<Model>,
     backend: CpuBackend,
     allocator: GraphAllocator,
-    cache: Arc<KvCache>,
-    /// The graph of the last evaluation, reused while the batch shape stays the same. It is always
-    /// the last graph given to `allocator`, so its tensors' memory is still its own.
+    /// The KV cache while no graph holds it.
+    cache: Option<KvCache>,
+    /// The graph of the last evaluation, reused while the batch shape stays the same; it owns the
+    /// KV cache, whose tensors it writes. It is always the last graph given to `allocator`, so its
+    /// tensors' memory is still its own.
     graph: Option<BatchGraph>,
     tokens: Vec<TokenId>,
     logits: Vec<f32>,
@@ -183,11 +185,7 @@ impl Session {
             params.n_threads = model.params().n_threads;
         }
         let hp = model.architecture().hyperparameters();
-        let cache = Arc::new(KvCache::new(
-            hp,
-            params.n_ctx,
-            !model.params().flash_attention,
-        )?);
+        let cache = KvCache::new(hp, params.n_ctx, !model.params().flash_attention)?;
         let backend = CpuBackend::new(params.n_threads)?;
         let allocator = GraphAllocator::new()?;
         let cancel = CancelFlag::new();
@@ -195,7 +193,7 @@ impl Session {
             model,
             backend,
             allocator,
-            cache,
+            cache: Some(cache),
             graph: None,
             tokens: Vec::new(),
             logits: Vec::new(),
@@ -225,7 +223,56 @@ impl Session {
 
     /// Bytes of the KV cache.
     pub fn kv_cache_bytes(&self) -> usize {
-        self.cache.size_bytes()
+        self.cache().map_or(0, KvCache::size_bytes)
+    }
+
+    /// The KV cache, wherever it is.
+    fn cache(&self) -> Option<&KvCache> {
+        match &self.graph {
+            Some(graph) => Some(graph.cache()),
+            None => self.cache.as_ref(),
+        }
+    }
+
+    /// Takes the KV cache out of the last graph (dropping it) or its own slot, to build a graph on.
+    /// Only a panic between taking and giving it back can lose it: then a fresh cache replaces it
+    /// and the session forgets its tokens.
+    fn take_cache(&mut self) -> Result<KvCache, InferError> {
+        if let Some(graph) = self.graph.take() {
+            return Ok(graph.into_cache());
+        }
+        if let Some(cache) = self.cache.take() {
+            return Ok(cache);
+        }
+        self.tokens.clear();
+        self.logits_valid = false;
+        let hp = self.model.architecture().hyperparameters();
+        let transposed_values = !self.model.params().flash_attention;
+        Ok(KvCache::new(hp, self.params.n_ctx, transposed_values)?)
+    }
+
+    /// Builds the graph of a batch of `shape` on the KV cache (the last graph is dropped first: the
+    /// allocator is about to hand its memory to the new one) and allocates or reserves its memory.
+    /// On failure the cache goes back to its own slot.
+    fn build_graph(&mut self, shape: BatchShape, reserve_only: bool) -> Result<(), InferError> {
+        let cache = self.take_cache()?;
+        let graph = match BatchGraph::build(&self.model, cache, shape) {
+            Ok(graph) => graph,
+            Err((error, cache)) => {
+                self.cache = Some(cache);
+                return Err(error);
+            }
+        };
+        let allocated = if reserve_only {
+            self.allocator.reserve(&graph.graph.graph())
+        } else {
+            self.allocator.allocate(&graph.graph.graph())
+        };
+        match allocated {
+            Ok(()) if !reserve_only => self.graph = Some(graph),
+            _ => self.cache = Some(graph.into_cache()),
+        }
+        Ok(allocated?)
     }
 
     /// Bytes of the compute buffer.
@@ -388,34 +435,25 @@ impl Session {
         let n_tokens = batch.len();
         let shape = self.batch_shape(n_tokens, n_past);
         if self.graph.as_ref().is_none_or(|g| g.shape != shape) {
-            // Drop the old graph first: the allocator is about to hand its memory to the new one.
-            self.graph = None;
-            let graph = BatchGraph::build(&self.model, &self.cache, shape)?;
-            self.allocator.allocate(&graph.graph.graph())?;
-            self.graph = Some(graph);
+            self.build_graph(shape, false)?;
         }
-        let graph = self.graph.as_ref().expect("built above");
+        let Some(graph) = self.graph.as_ref() else {
+            unreachable!("build_graph keeps the graph it built or fails");
+        };
 
         // Inputs: ids, positions, the cache rows they go to, the causal mask and the row whose
         // logits are wanted.
         let ids: Vec<i32> = batch.iter().map(|&t| t as i32).collect();
-        graph
-            .tensor(BatchGraph::TOKENS)
-            .set_data(as_bytes_i32(&ids))?;
         let positions: Vec<i32> = (n_past..n_past + n_tokens).map(|p| p as i32).collect();
-        graph
-            .tensor(BatchGraph::POSITIONS)
-            .set_data(as_bytes_i32(&positions))?;
         let rows: Vec<i64> = (n_past..n_past + n_tokens).map(|p| p as i64).collect();
-        graph
-            .tensor(BatchGraph::CACHE_ROWS)
-            .set_data(bytemuck::cast_slice(&rows))?;
-        graph
-            .tensor(BatchGraph::MASK)
-            .set_data(&causal_mask(n_past, n_tokens, shape.n_kv))?;
-        graph
-            .tensor(BatchGraph::OUTPUT_ROWS)
-            .set_data(as_bytes_i32(&[n_tokens as i32 - 1]))?;
+        graph.set_input(BatchGraph::TOKENS, as_bytes_i32(&ids))?;
+        graph.set_input(BatchGraph::POSITIONS, as_bytes_i32(&positions))?;
+        graph.set_input(BatchGraph::CACHE_ROWS, bytemuck::cast_slice(&rows))?;
+        graph.set_input(BatchGraph::MASK, &causal_mask(n_past, n_tokens, shape.n_kv))?;
+        graph.set_input(
+            BatchGraph::OUTPUT_ROWS,
+            as_bytes_i32(&[n_tokens as i32 - 1]),
+        )?;
 
         match self.backend.compute(&graph.graph.graph()) {
             Ok(()) => {}
@@ -456,26 +494,31 @@ impl Session {
         let n_tokens = self.params.n_batch;
         let n_past = self.params.n_ctx - n_tokens;
         let shape = self.batch_shape(n_tokens, n_past);
-        let graph = BatchGraph::build(&self.model, &self.cache, shape)?;
-        self.allocator.reserve(&graph.graph.graph())?;
-        Ok(())
+        self.build_graph(shape, true)
     }
 
     /// An independent copy: same cached tokens, own cache and compute resources.
     pub fn fork(&self) -> Result<Session, InferError> {
         let hp = self.model.architecture().hyperparameters();
-        let cache = Arc::new(self.cache.try_clone(hp)?);
+        let (cache, tokens) = match self.cache() {
+            Some(cache) => (cache.try_clone(hp)?, self.tokens.clone()),
+            // Lost to a panic (see `take_cache`): the copy starts empty.
+            None => (
+                KvCache::new(hp, self.params.n_ctx, !self.model.params().flash_attention)?,
+                Vec::new(),
+            ),
+        };
         let backend = CpuBackend::new(self.params.n_threads)?;
         let allocator = GraphAllocator::new()?;
         let mut session = Session {
             model: Arc::clone(&self.model),
             backend,
             allocator,
-            cache,
+            cache: Some(cache),
             graph: None,
-            tokens: self.tokens.clone(),
+            logits_valid: self.logits_valid && !tokens.is_empty(),
+            tokens,
             logits: self.logits.clone(),
-            logits_valid: self.logits_valid,
             params: self.params.clone(),
             cancel: CancelFlag::new(),
         };
@@ -513,10 +556,11 @@ impl BatchShape {
     }
 }
 
-/// A batch's forward graph with its inputs and logits, owning what it refers to.
+/// A batch's forward graph with its inputs and logits, owning what it refers to: the model (its
+/// weights) and the session's KV cache (which the graph writes).
 struct BatchGraph {
     shape: BatchShape,
-    graph: OwnedGraph<(Arc<Model>, Arc<KvCache>)>,
+    graph: OwnedGraph<(Arc<Model>, KvCache)>,
 }
 
 impl BatchGraph {
@@ -527,28 +571,30 @@ impl BatchGraph {
     const CACHE_ROWS: usize = 4;
     const LOGITS: usize = 5;
 
-    /// Declares the inputs of a batch of this shape and builds its forward graph.
+    /// Declares the inputs of a batch of this shape and builds its forward graph on `cache`; on
+    /// failure the cache comes back with the error.
     fn build(
         model: &Arc<Model>,
-        cache: &Arc<KvCache>,
+        cache: KvCache,
         shape: BatchShape,
-    ) -> Result<BatchGraph, InferError> {
+    ) -> Result<BatchGraph, (InferError, KvCache)> {
         let n_nodes = graph_size(model.architecture().hyperparameters().n_layer);
-        let context = Context::new(n_nodes + 8, n_nodes)?;
-        let owners = (Arc::clone(model), Arc::clone(cache));
+        let context = match Context::new(n_nodes + 8, n_nodes) {
+            Ok(context) => context,
+            Err(error) => return Err((error.into(), cache)),
+        };
+        let owners = (Arc::clone(model), cache);
         let graph = OwnedGraph::build(context, owners, |ctx, (model, cache)| {
             let (n_tokens, n_kv) = (shape.n_tokens as i64, shape.n_kv as i64);
-            let input = |tensor_type, dims: &[i64], name| {
-                ctx.new_tensor(tensor_type, dims)
-                    .set_name(name)
-                    .mark_input()
+            let input = |name, tensor_type, dims: &[i64]| {
+                ctx.mark_input(ctx.new_tensor(name, tensor_type, dims))
             };
             let inputs = BatchInputs {
-                tokens: input(TensorType::I32, &[n_tokens], "tokens"),
-                positions: input(TensorType::I32, &[n_tokens], "positions"),
-                mask: input(TensorType::F16, &[n_kv, n_tokens], "mask"),
-                output_rows: input(TensorType::I32, &[1], "output_rows"),
-                cache_rows: input(TensorType::I64, &[n_tokens], "cache_rows"),
+                tokens: input("tokens", TensorType::I32, &[n_tokens])?,
+                positions: input("positions", TensorType::I32, &[n_tokens])?,
+                mask: input("mask", TensorType::F16, &[n_kv, n_tokens])?,
+                output_rows: input("output_rows", TensorType::I32, &[1])?,
+                cache_rows: input("cache_rows", TensorType::I64, &[n_tokens])?,
                 n_tokens: shape.n_tokens,
                 n_kv: shape.n_kv,
                 n_past: shape.n_past.unwrap_or(0),
@@ -557,10 +603,11 @@ impl BatchGraph {
             let weights = model.weights().tensors_for_batch(shape.n_tokens);
             let cache = cache.tensors();
             let mut graph = ctx.new_graph(n_nodes);
-            let logits = model
-                .architecture()
-                .build(ctx, &mut graph, &weights, &cache, &inputs)
-                .mark_output();
+            let logits = ctx.mark_output(
+                model
+                    .architecture()
+                    .build(ctx, &mut graph, &weights, &cache, &inputs),
+            )?;
             graph.build_forward(logits);
             let kept = vec![
                 inputs.tokens,
@@ -570,14 +617,32 @@ impl BatchGraph {
                 inputs.cache_rows,
                 logits,
             ];
-            (graph, kept)
+            Ok((graph, kept))
         });
-        Ok(BatchGraph { shape, graph })
+        match graph {
+            Ok(graph) => Ok(BatchGraph { shape, graph }),
+            Err((error, (_, cache))) => Err((error.into(), cache)),
+        }
     }
 
     /// One of the kept tensors ([`BatchGraph::TOKENS`], ...).
     fn tensor(&self, index: usize) -> Tensor<'_> {
         self.graph.tensor(index)
+    }
+
+    /// Writes the data of the input [`BatchGraph::TOKENS`], ....
+    fn set_input(&self, index: usize, bytes: &[u8]) -> Result<(), GgmlError> {
+        self.graph.set_data(index, bytes)
+    }
+
+    /// The KV cache the graph writes.
+    fn cache(&self) -> &KvCache {
+        &self.graph.owners().1
+    }
+
+    /// Drops the graph and gives its KV cache back.
+    fn into_cache(self) -> KvCache {
+        self.graph.into_owners().1
     }
 }
 

@@ -708,7 +708,7 @@ fn bad_prompts_are_errors() {
         assert_eq!(stats.reused + stats.evaluated, 32);
 
         let bad = Session::new(
-            Arc::clone(&model),
+            Arc::clone(model),
             SessionParams {
                 n_ctx: 0,
                 n_batch: 8,

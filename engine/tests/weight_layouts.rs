@@ -34,7 +34,7 @@ fn load(path: &std::path::Path, repack: bool, widen_q5_0: bool, dual_layout: boo
 /// a time, as generation).
 fn logits_after(model: &Arc<Model>, prompt: &[TokenId], n_batch: usize) -> Vec<f32> {
     let mut session = Session::new(
-        Arc::clone(&model),
+        Arc::clone(model),
         SessionParams {
             n_ctx: 512,
             n_batch,

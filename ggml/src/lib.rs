@@ -3,12 +3,28 @@
 //! This is the only crate of lmrs with `unsafe` FFI. The safe layer covers what the engine needs:
 //!
 //! - [`Context`]: a metadata-only GGML context (`no_alloc`) in which tensors and graphs are declared;
-//! - [`Tensor`]: a handle to a tensor of a context, valid for the context's lifetime `'ctx`;
+//! - [`Tensor`]: a read-only handle to a tensor of a context, valid for the context's lifetime `'ctx`;
 //! - graph building through methods on [`Context`] (`mul_mat`, `rms_norm`, `rope_ext`, ...);
-//! - [`Buffer`]: backend memory — CPU allocations, the weight-repacking buffer type, or host memory
-//!   owned by someone else (the memory-mapped model file);
+//! - [`TensorStore`]: a context whose tensors have backend memory of their own (CPU, or the
+//!   weight-repacking buffer type), e.g. a KV cache;
+//! - [`FrozenContext`]: tensors whose metadata and data no longer change (weights), shareable between
+//!   threads;
+//! - [`OwnedGraph`]: a graph kept across evaluations with the owners of every tensor it uses;
 //! - [`GraphAllocator`]: places a graph's intermediate tensors in a reusable CPU buffer;
 //! - [`CpuBackend`]: runs graphs on a persistent thread pool with an abort flag that cancellation sets.
+//!
+//! # Threads
+//! GGML keeps no locks: a context's arena, a tensor's fields and a buffer's memory must never be
+//! written on one thread while another thread uses them. The types say who may write:
+//! - A [`Context`] is `Send` but not `Sync`: every `&self` method that writes (declaring tensors and
+//!   graph nodes, naming, marking, [`Context::set_data`]) runs on the one thread that holds it, and
+//!   the tensors it writes are its own (checked: a tensor of another context is refused).
+//! - A [`Tensor`] handle only reads its tensor; it is neither `Send` nor `Sync`.
+//! - GGML writes tensor data when it computes a graph: the destinations of [`Context::set_rows`] and
+//!   [`Context::cpy`], which take a [`Destination`], obtainable only from the context that owns the
+//!   written tensor, so only from a context the writing thread holds.
+//! - A [`FrozenContext`] is `Sync`: it hands out nothing that writes, and its tensors can be no
+//!   destination (no `Context` of theirs exists any more), so threads may share it.
 //!
 //! GGML aborts the process when one of its assertions fails (wrong shapes, unsupported types). The
 //! engine validates every weight shape and type against the model's hyperparameters before it builds a
@@ -60,6 +76,18 @@ pub enum GgmlError {
     GraphAllocation {
         /// Number of nodes of the graph.
         nodes: usize,
+    },
+    /// A tensor was handed to a context that does not own it.
+    #[error("tensor {name:?} belongs to another context")]
+    ForeignTensor {
+        /// Tensor name.
+        name: String,
+    },
+    /// A tensor to be given memory already has some (or is a view of another tensor's).
+    #[error("tensor {name:?} already has memory")]
+    AlreadyPlaced {
+        /// Tensor name.
+        name: String,
     },
     /// Graph computation was stopped by the abort flag.
     #[error("computation aborted")]
@@ -129,46 +157,10 @@ impl TensorType {
     fn raw(self) -> sys::ggml_type::Type {
         self.0
     }
-
-    /// GGML's name of the type (`q4_K`, `f16`, ...).
-    pub fn name(self) -> String {
-        if self.0 >= sys::ggml_type::GGML_TYPE_COUNT {
-            return format!("type{}", self.0);
-        }
-        // SAFETY: the id is below GGML_TYPE_COUNT; ggml_type_name returns a static string (or null for
-        // removed types, handled below).
-        let name = unsafe { sys::ggml_type_name(self.raw()) };
-        if name.is_null() {
-            return format!("type{}", self.0);
-        }
-        // SAFETY: non-null static NUL-terminated string.
-        unsafe { CStr::from_ptr(name) }
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    /// Bytes of a row of `n` elements, or `None` when `n` is not a multiple of the block size or the
-    /// type is unknown.
-    pub fn row_size(self, n: i64) -> Option<usize> {
-        if self.0 >= sys::ggml_type::GGML_TYPE_COUNT || n < 0 {
-            return None;
-        }
-        // SAFETY: valid type id; these functions only read the static type-traits table.
-        let (block, size) = unsafe {
-            (
-                sys::ggml_blck_size(self.raw()),
-                sys::ggml_type_size(self.raw()),
-            )
-        };
-        if block <= 0 || size == 0 || n % block != 0 {
-            return None;
-        }
-        usize::try_from(n / block).ok()?.checked_mul(size)
-    }
 }
 
 /// Number of bytes GGML needs per tensor and per graph of `graph_size` nodes in a metadata context.
-pub fn metadata_size(n_tensors: usize, graph_size: usize) -> usize {
+fn metadata_size(n_tensors: usize, graph_size: usize) -> usize {
     init_once();
     // SAFETY: pure functions returning struct sizes.
     unsafe {
@@ -179,18 +171,20 @@ pub fn metadata_size(n_tensors: usize, graph_size: usize) -> usize {
 }
 
 /// A GGML context that only holds tensor and graph metadata (`no_alloc`): tensor data lives in
-/// [`Buffer`]s.
+/// backend buffers ([`TensorStore`], [`FrozenContext`]). `Send` but not `Sync`: its `&self` methods
+/// write its arena and its tensors.
+///
+/// ```compile_fail
+/// fn shared<T: Sync>() {}
+/// shared::<ggml_sys::Context>();
+/// ```
 pub struct Context {
     raw: NonNull<sys::ggml_context>,
 }
 
-// SAFETY: a context is plain memory owned by this value; GGML keeps no thread-local state in it. It is
-// mutated only through `&self` methods during graph building, which is not `Sync`-shared: the engine
-// builds each graph on one thread. Weight contexts are only read after loading.
+// SAFETY: a context is plain memory owned by this value; GGML keeps no thread-local state in it, so it
+// may move to another thread. It is not `Sync`: its `&self` methods write its arena and tensors.
 unsafe impl Send for Context {}
-// SAFETY: after construction, shared use only reads tensor metadata (weights); building new tensors
-// happens in per-call contexts owned by one thread.
-unsafe impl Sync for Context {}
 
 impl Drop for Context {
     fn drop(&mut self) {
@@ -199,7 +193,13 @@ impl Drop for Context {
     }
 }
 
-/// A tensor declared in a [`Context`]. Copyable handle; valid while its context lives.
+/// A tensor declared in a [`Context`]. Copyable, read-only handle; valid while its context lives.
+/// What writes a tensor goes through the context that owns it. A handle stays on its thread:
+///
+/// ```compile_fail
+/// fn sent<T: Send>() {}
+/// sent::<ggml_sys::Tensor<'static>>();
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Tensor<'ctx> {
     raw: NonNull<sys::ggml_tensor>,
@@ -241,20 +241,191 @@ impl Context {
         }
     }
 
-    /// Declares a new tensor with up to four dimensions (`ne[0]` first).
-    pub fn new_tensor(&self, tensor_type: TensorType, dims: &[i64]) -> Tensor<'_> {
+    /// Declares a new tensor named `name` (GGML keeps at most 63 bytes of it) with up to four
+    /// dimensions (`ne[0]` first).
+    pub fn new_tensor(&self, name: &str, tensor_type: TensorType, dims: &[i64]) -> Tensor<'_> {
         assert!(
             (1..=4).contains(&dims.len()),
             "tensors have 1 to 4 dimensions"
         );
         // SAFETY: the context is valid, dims has `dims.len()` entries and GGML copies them.
-        self.wrap(unsafe {
+        let tensor = self.wrap(unsafe {
             sys::ggml_new_tensor(
                 self.ptr(),
                 tensor_type.raw(),
                 dims.len() as i32,
                 dims.as_ptr(),
             )
+        });
+        if let Ok(name) = CString::new(name) {
+            // SAFETY: a tensor of this context, just created; GGML copies the NUL-terminated name.
+            unsafe { sys::ggml_set_name(tensor.raw.as_ptr(), name.as_ptr()) };
+        }
+        tensor
+    }
+
+    /// Whether `tensor` was declared in this context (its struct lies in this context's arena).
+    fn owns(&self, tensor: Tensor<'_>) -> bool {
+        // SAFETY: valid context; these only read its arena's bounds.
+        let (base, size) = unsafe {
+            (
+                sys::ggml_get_mem_buffer(self.ptr()) as usize,
+                sys::ggml_get_mem_size(self.ptr()),
+            )
+        };
+        let address = tensor.raw.as_ptr() as usize;
+        address >= base && address < base + size
+    }
+
+    /// `tensor` if this context owns it, else [`GgmlError::ForeignTensor`].
+    fn own<'a>(&self, tensor: Tensor<'a>) -> Result<Tensor<'a>, GgmlError> {
+        if self.owns(tensor) {
+            Ok(tensor)
+        } else {
+            Err(GgmlError::ForeignTensor {
+                name: tensor.name(),
+            })
+        }
+    }
+
+    /// Marks a tensor of this context as a graph input (the allocator will not reuse its memory for
+    /// others).
+    pub fn mark_input<'a>(&self, tensor: Tensor<'a>) -> Result<Tensor<'a>, GgmlError> {
+        let tensor = self.own(tensor)?;
+        // SAFETY: a tensor of this context, which only this thread can reach; sets a flag.
+        unsafe { sys::ggml_set_input(tensor.raw.as_ptr()) };
+        Ok(tensor)
+    }
+
+    /// Marks a tensor of this context as a graph output (its memory survives the computation).
+    pub fn mark_output<'a>(&self, tensor: Tensor<'a>) -> Result<Tensor<'a>, GgmlError> {
+        let tensor = self.own(tensor)?;
+        // SAFETY: a tensor of this context, which only this thread can reach; sets a flag.
+        unsafe { sys::ggml_set_output(tensor.raw.as_ptr()) };
+        Ok(tensor)
+    }
+
+    /// Copies `bytes` into the memory of a tensor of this context (through its buffer, which may
+    /// repack them).
+    pub fn set_data(&self, tensor: Tensor<'_>, bytes: &[u8]) -> Result<(), GgmlError> {
+        let tensor = self.own(tensor)?;
+        let expected = tensor.nbytes();
+        if bytes.len() != expected || !tensor.has_data() {
+            return Err(GgmlError::SizeMismatch {
+                name: tensor.name(),
+                expected,
+                actual: bytes.len(),
+            });
+        }
+        // SAFETY: the tensor is this context's (only this thread reaches it) and has memory of
+        // `expected` bytes in a backend buffer; `bytes` has exactly that many bytes.
+        unsafe {
+            sys::ggml_backend_tensor_set(tensor.raw.as_ptr(), bytes.as_ptr().cast(), 0, expected)
+        };
+        Ok(())
+    }
+
+    /// Permission to name `tensor` as the destination of a write ([`Context::set_rows`],
+    /// [`Context::cpy`]): granted when this context owns the tensor whose memory would be written
+    /// (the tensor itself, or the one it is a view of).
+    pub fn destination<'a>(&'a self, tensor: Tensor<'a>) -> Result<Destination<'a>, GgmlError> {
+        let root = tensor.view_root();
+        if self.owns(root) {
+            Ok(Destination { tensor })
+        } else {
+            Err(GgmlError::ForeignTensor { name: root.name() })
+        }
+    }
+
+    /// Gives every tensor of this context memory of `kind` (the tensors must have none yet and be no
+    /// views). The memory is not initialised: write it ([`Context::set_data`],
+    /// [`TensorStore::clear`]) before graphs read it.
+    pub fn allocate(self, kind: BufferKind) -> Result<TensorStore, GgmlError> {
+        let what = kind.name();
+        let buft = buffer_type(kind).ok_or(GgmlError::BufferAllocation { what, bytes: 0 })?;
+        let bytes: usize = self.tensors().map(|t| t.nbytes()).sum();
+        if let Some(placed) = self.tensors().find(|t| t.has_data() || t.is_view()) {
+            return Err(GgmlError::AlreadyPlaced {
+                name: placed.name(),
+            });
+        }
+        // SAFETY: valid context whose tensors have no memory yet (checked); valid buffer type.
+        let raw = unsafe { sys::ggml_backend_alloc_ctx_tensors_from_buft(self.ptr(), buft) };
+        let raw = NonNull::new(raw).ok_or(GgmlError::BufferAllocation { what, bytes })?;
+        Ok(TensorStore {
+            buffer: Buffer { raw, _owner: None },
+            context: self,
+        })
+    }
+
+    /// Places every tensor of this context, in declaration order, at the byte offsets `offsets` in
+    /// `owner`'s bytes (the memory-mapped model file) without copying, and freezes it: the memory
+    /// is read-only to GGML from then on, as nothing can name these tensors as a destination.
+    pub fn freeze_in_shared_bytes(
+        self,
+        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        offsets: &[usize],
+    ) -> Result<FrozenContext, GgmlError> {
+        init_once();
+        let tensors: Vec<Tensor<'_>> = self.tensors().collect();
+        if tensors.len() != offsets.len() {
+            return Err(GgmlError::SizeMismatch {
+                name: "offsets".into(),
+                expected: tensors.len(),
+                actual: offsets.len(),
+            });
+        }
+        let bytes = (*owner).as_ref();
+        let (ptr, len) = (bytes.as_ptr(), bytes.len());
+        for (tensor, &offset) in tensors.iter().zip(offsets) {
+            if tensor.has_data() || tensor.is_view() {
+                return Err(GgmlError::AlreadyPlaced {
+                    name: tensor.name(),
+                });
+            }
+            if offset
+                .checked_add(tensor.nbytes())
+                .is_none_or(|end| end > len)
+            {
+                return Err(GgmlError::SizeMismatch {
+                    name: tensor.name(),
+                    expected: tensor.nbytes(),
+                    actual: len.saturating_sub(offset),
+                });
+            }
+        }
+        // SAFETY: `ptr..ptr+len` is valid for reads as long as `owner` lives, and the buffer keeps
+        // `owner`. GGML's CPU buffer from a pointer never frees the memory; nothing writes it, since
+        // the tensors placed in it are frozen below before anyone can name them as a destination.
+        let raw = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(ptr as *mut c_void, len) };
+        let raw = NonNull::new(raw).ok_or(GgmlError::BufferAllocation {
+            what: "host",
+            bytes: len,
+        })?;
+        let buffer = Buffer {
+            raw,
+            _owner: Some(owner),
+        };
+        for (tensor, &offset) in tensors.iter().zip(offsets) {
+            // SAFETY: [offset, offset + size) lies inside the buffer's memory (checked above), the
+            // buffer outlives the tensor (both end up in the frozen context) and the tensor has no
+            // memory yet (checked above).
+            let status = unsafe {
+                let base = sys::ggml_backend_buffer_get_base(buffer.raw.as_ptr()).cast::<u8>();
+                sys::ggml_backend_tensor_alloc(
+                    buffer.raw.as_ptr(),
+                    tensor.raw.as_ptr(),
+                    base.add(offset).cast(),
+                )
+            };
+            if status != sys::ggml_status::GGML_STATUS_SUCCESS {
+                return Err(GgmlError::ComputeFailed(status));
+            }
+        }
+        drop(tensors);
+        Ok(FrozenContext {
+            _buffer: Some(buffer),
+            context: self,
         })
     }
 
@@ -268,7 +439,7 @@ impl Context {
         }
     }
 
-    /// First tensor of the context, for iterating all of them.
+    /// The tensors declared in this context, in order.
     pub fn tensors(&self) -> impl Iterator<Item = Tensor<'_>> {
         // SAFETY: valid context.
         let mut next = unsafe { sys::ggml_get_first_tensor(self.ptr()) };
@@ -315,10 +486,6 @@ macro_rules! binary_ops {
 unary_ops! {
     /// Makes a contiguous copy.
     cont => ggml_cont;
-    /// SiLU activation.
-    silu => ggml_silu;
-    /// GELU activation.
-    gelu => ggml_gelu;
     /// Transposes the first two dimensions (a view).
     transpose => ggml_transpose;
 }
@@ -332,31 +499,43 @@ binary_ops! {
     mul => ggml_mul;
     /// Rows of `a` selected by the I32 indices in `b`.
     get_rows => ggml_get_rows;
-    /// Copies `a` into `b` (with type conversion); returns a view of `b`.
-    cpy => ggml_cpy;
     /// `silu(a) * b`, fused.
     swiglu_split => ggml_swiglu_split;
-    /// `gelu(a) * b`, fused.
-    geglu_split => ggml_geglu_split;
 }
 
 impl Context {
     /// Writes the rows of `source` into `destination` at the I64 row indices in `rows` (with type
-    /// conversion); returns a view of `destination` to expand into the graph.
+    /// conversion) when the graph is computed; returns a view of `destination` to expand into the
+    /// graph.
     pub fn set_rows<'a>(
         &'a self,
-        destination: Tensor<'a>,
+        destination: Destination<'a>,
         source: Tensor<'a>,
         rows: Tensor<'a>,
     ) -> Tensor<'a> {
         // SAFETY: all three tensors belong to live contexts (lifetime 'a); GGML checks their shapes
-        // and types when the node is created.
+        // and types when the node is created. The destination's owner is held by this thread (see
+        // `Destination`), so the write races no other thread.
         self.wrap(unsafe {
             sys::ggml_set_rows(
                 self.ptr(),
-                destination.raw.as_ptr(),
+                destination.tensor.raw.as_ptr(),
                 source.raw.as_ptr(),
                 rows.raw.as_ptr(),
+            )
+        })
+    }
+
+    /// Copies `source` into `destination` (with type conversion) when the graph is computed; returns
+    /// a view of `destination`.
+    pub fn cpy<'a>(&'a self, source: Tensor<'a>, destination: Destination<'a>) -> Tensor<'a> {
+        // SAFETY: both tensors belong to live contexts (lifetime 'a); GGML checks that their element
+        // counts match. The destination's owner is held by this thread (see `Destination`).
+        self.wrap(unsafe {
+            sys::ggml_cpy(
+                self.ptr(),
+                source.raw.as_ptr(),
+                destination.tensor.raw.as_ptr(),
             )
         })
     }
@@ -365,18 +544,6 @@ impl Context {
     pub fn rms_norm<'a>(&'a self, a: Tensor<'a>, eps: f32) -> Tensor<'a> {
         // SAFETY: valid tensor and context.
         self.wrap(unsafe { sys::ggml_rms_norm(self.ptr(), a.raw.as_ptr(), eps) })
-    }
-
-    /// Layer normalisation over `ne0` (no affine part).
-    pub fn norm<'a>(&'a self, a: Tensor<'a>, eps: f32) -> Tensor<'a> {
-        // SAFETY: valid tensor and context.
-        self.wrap(unsafe { sys::ggml_norm(self.ptr(), a.raw.as_ptr(), eps) })
-    }
-
-    /// Multiplies by a scalar.
-    pub fn scale<'a>(&'a self, a: Tensor<'a>, s: f32) -> Tensor<'a> {
-        // SAFETY: valid tensor and context.
-        self.wrap(unsafe { sys::ggml_scale(self.ptr(), a.raw.as_ptr(), s) })
     }
 
     /// Reshape to 2 dimensions (a view of a contiguous tensor).
@@ -389,12 +556,6 @@ impl Context {
     pub fn reshape_3d<'a>(&'a self, a: Tensor<'a>, ne0: i64, ne1: i64, ne2: i64) -> Tensor<'a> {
         // SAFETY: valid tensor; GGML asserts the element count matches.
         self.wrap(unsafe { sys::ggml_reshape_3d(self.ptr(), a.raw.as_ptr(), ne0, ne1, ne2) })
-    }
-
-    /// A 1-D view of `ne0` elements starting `offset` bytes in.
-    pub fn view_1d<'a>(&'a self, a: Tensor<'a>, ne0: i64, offset: usize) -> Tensor<'a> {
-        // SAFETY: valid tensor; GGML asserts the view stays inside the source.
-        self.wrap(unsafe { sys::ggml_view_1d(self.ptr(), a.raw.as_ptr(), ne0, offset) })
     }
 
     /// A 2-D view with row stride `nb1` bytes, starting `offset` bytes in.
@@ -538,18 +699,12 @@ pub struct RopeParams {
 pub const ROPE_TYPE_NORMAL: i32 = sys::GGML_ROPE_TYPE_NORMAL as i32;
 /// `GGML_ROPE_TYPE_NEOX`.
 pub const ROPE_TYPE_NEOX: i32 = sys::GGML_ROPE_TYPE_NEOX as i32;
-/// Rows of the attention mask must be padded to a multiple of this.
-pub const KQ_MASK_PAD: i64 = 1;
 
 impl<'ctx> Tensor<'ctx> {
     fn get(&self) -> &sys::ggml_tensor {
-        // SAFETY: the tensor lives as long as its context ('ctx), which outlives this borrow.
+        // SAFETY: the tensor lives as long as its context ('ctx), which outlives this borrow; no
+        // other thread writes it (see the module's "Threads").
         unsafe { self.raw.as_ref() }
-    }
-
-    /// Number of elements per dimension (`ne`).
-    pub fn ne(&self) -> [i64; 4] {
-        self.get().ne
     }
 
     /// Stride in bytes per dimension (`nb`).
@@ -563,85 +718,37 @@ impl<'ctx> Tensor<'ctx> {
     }
 
     /// Size of the tensor's data in bytes.
-    pub fn nbytes(&self) -> usize {
+    fn nbytes(&self) -> usize {
         // SAFETY: valid tensor.
         unsafe { sys::ggml_nbytes(self.raw.as_ptr()) }
     }
 
     /// Number of elements.
-    pub fn nelements(&self) -> i64 {
+    fn nelements(&self) -> i64 {
         // SAFETY: valid tensor.
         unsafe { sys::ggml_nelements(self.raw.as_ptr()) }
     }
 
-    /// Sets the tensor's name (shown in GGML errors and profiles).
-    pub fn set_name(self, name: &str) -> Self {
-        if let Ok(name) = CString::new(name) {
-            // SAFETY: valid tensor; GGML copies at most 63 bytes of the NUL-terminated name.
-            unsafe { sys::ggml_set_name(self.raw.as_ptr(), name.as_ptr()) };
-        }
-        self
-    }
-
-    /// Marks the tensor as a graph input (the allocator will not reuse its memory for others).
-    pub fn mark_input(self) -> Self {
-        // SAFETY: valid tensor; sets a flag.
-        unsafe { sys::ggml_set_input(self.raw.as_ptr()) };
-        self
-    }
-
-    /// Marks the tensor as a graph output (its memory survives the computation).
-    pub fn mark_output(self) -> Self {
-        // SAFETY: valid tensor; sets a flag.
-        unsafe { sys::ggml_set_output(self.raw.as_ptr()) };
-        self
-    }
-
     /// Whether the tensor has memory assigned.
-    pub fn has_data(&self) -> bool {
+    fn has_data(&self) -> bool {
         !self.get().data.is_null()
     }
 
-    /// Copies `bytes` into the tensor's memory (through its buffer, which may repack them).
-    pub fn set_data(&self, bytes: &[u8]) -> Result<(), GgmlError> {
-        let expected = self.nbytes();
-        if bytes.len() != expected || !self.has_data() {
-            return Err(GgmlError::SizeMismatch {
-                name: self.name(),
-                expected,
-                actual: bytes.len(),
-            });
-        }
-        // SAFETY: the tensor has memory of `expected` bytes in a backend buffer and `bytes` has exactly
-        // that many bytes.
-        unsafe {
-            sys::ggml_backend_tensor_set(self.raw.as_ptr(), bytes.as_ptr().cast(), 0, expected)
-        };
-        Ok(())
+    /// Whether the tensor is a view of another one's memory.
+    fn is_view(&self) -> bool {
+        !self.get().view_src.is_null()
     }
 
-    /// Copies the tensor's memory out into `out`, which must have the tensor's size.
-    pub fn get_data(&self, out: &mut [u8]) -> Result<(), GgmlError> {
-        let expected = self.nbytes();
-        if out.len() != expected || !self.has_data() {
-            return Err(GgmlError::SizeMismatch {
-                name: self.name(),
-                expected,
-                actual: out.len(),
-            });
+    /// The tensor whose memory this one uses: itself, or the source at the end of its view chain.
+    fn view_root(self) -> Tensor<'ctx> {
+        let mut root = self;
+        while let Some(source) = NonNull::new(root.get().view_src) {
+            root = Tensor {
+                raw: source,
+                _context: PhantomData,
+            };
         }
-        // SAFETY: the tensor has `expected` bytes of memory; `out` has room for exactly that.
-        unsafe {
-            sys::ggml_backend_tensor_get(self.raw.as_ptr(), out.as_mut_ptr().cast(), 0, expected)
-        };
-        Ok(())
-    }
-
-    /// Reads an F32 tensor into a vector.
-    pub fn to_f32_vec(&self) -> Result<Vec<f32>, GgmlError> {
-        let mut values = Vec::new();
-        self.read_f32_into(&mut values)?;
-        Ok(values)
+        root
     }
 
     /// Copies an F32 tensor's data into `values`, resized to its element count (reusing its memory).
@@ -656,7 +763,8 @@ impl<'ctx> Tensor<'ctx> {
             });
         }
         values.resize(n, 0.0);
-        // SAFETY: F32 tensor of n elements = n*4 bytes; `values` holds exactly n floats.
+        // SAFETY: F32 tensor of n elements = n*4 bytes; `values` holds exactly n floats. Nothing
+        // writes the tensor meanwhile: writes need its context, which is on this thread or gone.
         unsafe {
             sys::ggml_backend_tensor_get(self.raw.as_ptr(), values.as_mut_ptr().cast(), 0, expected)
         };
@@ -673,34 +781,114 @@ impl<'ctx> Tensor<'ctx> {
             .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
+}
 
-    /// Places this tensor at `offset` bytes into a host buffer that wraps existing memory.
-    pub fn place_in(&self, buffer: &Buffer, offset: usize) -> Result<(), GgmlError> {
-        let size = self.nbytes();
-        if offset
-            .checked_add(size)
-            .is_none_or(|end| end > buffer.size())
-        {
+/// A tensor that a graph node may write ([`Context::set_rows`], [`Context::cpy`]), obtained from
+/// [`Context::destination`] of the context that owns its memory. Since a `Context` is not `Sync`,
+/// that context is on this thread, and no other thread can use or write the tensor meanwhile.
+#[derive(Clone, Copy, Debug)]
+pub struct Destination<'a> {
+    tensor: Tensor<'a>,
+}
+
+/// A context whose tensors have memory of their own in one backend buffer (a KV cache, weights
+/// being loaded). `Send`, not `Sync`, like its context.
+pub struct TensorStore {
+    // Field order is drop order: GGML frees the buffer before the tensors' metadata.
+    buffer: Buffer,
+    context: Context,
+}
+
+impl TensorStore {
+    /// The context, to declare graph nodes on these tensors, write their data or name them as
+    /// destinations.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// Bytes of memory.
+    pub fn size_bytes(&self) -> usize {
+        self.buffer.size()
+    }
+
+    /// Fills the whole memory with `value`.
+    pub fn clear(&mut self, value: u8) {
+        // SAFETY: valid buffer; writes only inside it. `&mut self`: no handle to these tensors is
+        // in use.
+        unsafe { sys::ggml_backend_buffer_clear(self.buffer.raw.as_ptr(), value) };
+    }
+
+    /// Copies the whole memory of `other`, which must have the same size (a store with the same
+    /// tensors).
+    pub fn copy_from(&mut self, other: &TensorStore) -> Result<(), GgmlError> {
+        let size = self.size_bytes();
+        if size != other.size_bytes() {
             return Err(GgmlError::SizeMismatch {
-                name: self.name(),
+                name: "tensor store".into(),
                 expected: size,
-                actual: buffer.size(),
+                actual: other.size_bytes(),
             });
         }
-        // SAFETY: the range [offset, offset+size) lies inside the buffer's memory (checked above), the
-        // buffer outlives the model that owns both, and the tensor has no memory yet.
-        let status = unsafe {
-            let base = sys::ggml_backend_buffer_get_base(buffer.raw.as_ptr()).cast::<u8>();
-            sys::ggml_backend_tensor_alloc(
-                buffer.raw.as_ptr(),
-                self.raw.as_ptr(),
-                base.add(offset).cast(),
-            )
-        };
-        if status != sys::ggml_status::GGML_STATUS_SUCCESS {
-            return Err(GgmlError::ComputeFailed(status));
+        // SAFETY: both are host buffers of `size` bytes (checked); the regions are distinct
+        // allocations. `other` is borrowed on this thread and is not `Sync`, so nothing writes it
+        // meanwhile; `&mut self` excludes every other use of this one.
+        unsafe {
+            let destination =
+                sys::ggml_backend_buffer_get_base(self.buffer.raw.as_ptr()).cast::<u8>();
+            let source = sys::ggml_backend_buffer_get_base(other.buffer.raw.as_ptr()).cast::<u8>();
+            std::ptr::copy_nonoverlapping(source, destination, size);
         }
         Ok(())
+    }
+
+    /// Freezes the tensors (weights after their data is written). Fails if the context has
+    /// tensors whose memory is not this store's own (views declared since, or new tensors).
+    pub fn freeze(self) -> Result<FrozenContext, GgmlError> {
+        let buffer = self.buffer.raw.as_ptr();
+        if let Some(foreign) = self
+            .context
+            .tensors()
+            .find(|t| t.is_view() || t.get().buffer != buffer)
+        {
+            return Err(GgmlError::AlreadyPlaced {
+                name: foreign.name(),
+            });
+        }
+        Ok(FrozenContext {
+            _buffer: Some(self.buffer),
+            context: self.context,
+        })
+    }
+}
+
+/// Tensors whose metadata and data no longer change, with the memory that holds them: a model's
+/// weights. `Send` and `Sync`: it only hands out read-only [`Tensor`] handles, and no [`Context`]
+/// of these tensors exists any more, so nothing can write them (no [`Destination`] can name them).
+pub struct FrozenContext {
+    // Field order is drop order: GGML frees the buffer before the tensors' metadata.
+    _buffer: Option<Buffer>,
+    context: Context,
+}
+
+// SAFETY: every method reachable through `&FrozenContext` only reads (the tensor list, the tensors'
+// metadata and data), and nothing can write them: writing a tensor's fields or data needs the
+// `Context` that owns it (its `&self` writers check ownership, and `Destination`s come only from the
+// owner), and this value never hands that context out. The tensors all have memory of their own (or
+// the read-only shared bytes), so graph allocators never assign them any.
+unsafe impl Sync for FrozenContext {}
+
+impl FrozenContext {
+    /// An empty set of tensors.
+    pub fn empty() -> Result<FrozenContext, GgmlError> {
+        Ok(FrozenContext {
+            _buffer: None,
+            context: Context::new(0, 0)?,
+        })
+    }
+
+    /// The tensors, in declaration order.
+    pub fn tensors(&self) -> impl Iterator<Item = Tensor<'_>> {
+        self.context.tensors()
     }
 }
 
@@ -712,7 +900,7 @@ impl Graph<'_> {
     }
 
     /// Number of operation nodes.
-    pub fn n_nodes(&self) -> usize {
+    fn n_nodes(&self) -> usize {
         // SAFETY: valid graph.
         usize::try_from(unsafe { sys::ggml_graph_n_nodes(self.raw.as_ptr()) }).unwrap_or(0)
     }
@@ -728,7 +916,8 @@ pub struct OwnedGraph<O> {
     graph: NonNull<sys::ggml_cgraph>,
     tensors: Vec<NonNull<sys::ggml_tensor>>,
     context: Context,
-    // Never handed out after building: nothing can replace what the graph's pointers refer to.
+    // Only lent out shared (or given back with the graph gone): nothing can replace what the graph's
+    // pointers refer to while it exists.
     _owners: O,
 }
 
@@ -740,21 +929,26 @@ unsafe impl<O: Send> Send for OwnedGraph<O> {}
 impl<O> OwnedGraph<O> {
     /// Builds a graph in `context` with `build`, which may use tensors borrowed from `owners` and
     /// returns the graph and the tensors to keep. GGML tensors live in heap arenas, so moving
-    /// `context` and `owners` into the result afterwards leaves every pointer valid.
+    /// `context` and `owners` into the result afterwards leaves every pointer valid. When `build`
+    /// fails, its error comes back with the owners.
     pub fn build(
         context: Context,
         owners: O,
-        build: impl for<'a> FnOnce(&'a Context, &'a O) -> (Graph<'a>, Vec<Tensor<'a>>),
-    ) -> OwnedGraph<O> {
-        let (graph, tensors) = build(&context, &owners);
-        let graph = graph.raw;
-        let tensors = tensors.iter().map(|t| t.raw).collect();
-        OwnedGraph {
+        build: impl for<'a> FnOnce(
+            &'a Context,
+            &'a O,
+        ) -> Result<(Graph<'a>, Vec<Tensor<'a>>), GgmlError>,
+    ) -> Result<OwnedGraph<O>, (GgmlError, O)> {
+        let (graph, tensors) = match build(&context, &owners) {
+            Ok((graph, tensors)) => (graph.raw, tensors.iter().map(|t| t.raw).collect()),
+            Err(error) => return Err((error, owners)),
+        };
+        Ok(OwnedGraph {
             graph,
             tensors,
             context,
             _owners: owners,
-        }
+        })
     }
 
     /// The graph.
@@ -773,9 +967,20 @@ impl<O> OwnedGraph<O> {
         }
     }
 
-    /// The context holding the graph's own tensors.
-    pub fn context(&self) -> &Context {
-        &self.context
+    /// Writes `bytes` into the `index`-th tensor returned by the build function, which must be one
+    /// of the graph's own (an input).
+    pub fn set_data(&self, index: usize, bytes: &[u8]) -> Result<(), GgmlError> {
+        self.context.set_data(self.tensor(index), bytes)
+    }
+
+    /// The owners the graph was built with.
+    pub fn owners(&self) -> &O {
+        &self._owners
+    }
+
+    /// Drops the graph and gives the owners back.
+    pub fn into_owners(self) -> O {
+        self._owners
     }
 }
 
@@ -786,6 +991,16 @@ pub enum BufferKind {
     Cpu,
     /// The CPU backend's weight-repacking buffer: matrices are stored interleaved for faster kernels.
     Repack,
+}
+
+impl BufferKind {
+    /// GGML's name of the buffer type, for errors.
+    fn name(self) -> &'static str {
+        match self {
+            BufferKind::Cpu => "CPU",
+            BufferKind::Repack => "CPU_REPACK",
+        }
+    }
 }
 
 fn buffer_type(kind: BufferKind) -> Option<sys::ggml_backend_buffer_type_t> {
@@ -834,8 +1049,8 @@ pub fn repack_supported(tensor_type: TensorType, dims: [i64; 2]) -> bool {
     let Ok(ctx) = Context::new(3, 0) else {
         return false;
     };
-    let weight = ctx.new_tensor(tensor_type, &dims);
-    let input = ctx.new_tensor(TensorType::F32, &[dims[0], 512]);
+    let weight = ctx.new_tensor("weight", tensor_type, &dims);
+    let input = ctx.new_tensor("input", TensorType::F32, &[dims[0], 512]);
     let product = ctx.mul_mat(weight, input);
     // SAFETY: a zero-sized buffer of the repack type is a valid dummy that tells the device which
     // buffer type the weight would live in; it is freed before returning and no data is touched.
@@ -853,17 +1068,16 @@ pub fn repack_supported(tensor_type: TensorType, dims: [i64; 2]) -> bool {
     }
 }
 
-/// Memory owned by a GGML backend buffer (or wrapping host memory owned elsewhere).
-pub struct Buffer {
+/// Memory owned by a GGML backend buffer (or wrapping host memory owned elsewhere), always held
+/// together with the context of the tensors placed in it ([`TensorStore`], [`FrozenContext`]).
+struct Buffer {
     raw: NonNull<sys::ggml_backend_buffer>,
-    /// Keeps wrapped host memory alive (see [`Buffer::from_shared_bytes`]).
+    /// Keeps wrapped host memory alive (see [`Context::freeze_in_shared_bytes`]).
     _owner: Option<Arc<dyn AsRef<[u8]> + Send + Sync>>,
 }
 
 // SAFETY: a buffer is memory plus a vtable; GGML keeps no thread affinity for CPU buffers.
 unsafe impl Send for Buffer {}
-// SAFETY: shared use only reads tensor data (weights) or is serialised by the owner (KV cache).
-unsafe impl Sync for Buffer {}
 
 impl Drop for Buffer {
     fn drop(&mut self) {
@@ -874,73 +1088,10 @@ impl Drop for Buffer {
 }
 
 impl Buffer {
-    /// Allocates memory of `kind` for every tensor of `context` and assigns it to them.
-    pub fn allocate_context(context: &Context, kind: BufferKind) -> Result<Buffer, GgmlError> {
-        let what = match kind {
-            BufferKind::Cpu => "CPU",
-            BufferKind::Repack => "CPU_REPACK",
-        };
-        let buft = buffer_type(kind).ok_or(GgmlError::BufferAllocation { what, bytes: 0 })?;
-        // SAFETY: valid context whose tensors have no memory yet; valid buffer type.
-        let raw = unsafe { sys::ggml_backend_alloc_ctx_tensors_from_buft(context.ptr(), buft) };
-        let bytes: usize = context.tensors().map(|t| t.nbytes()).sum();
-        NonNull::new(raw)
-            .map(|raw| Buffer { raw, _owner: None })
-            .ok_or(GgmlError::BufferAllocation { what, bytes })
-    }
-
-    /// Wraps read-only host memory (the memory-mapped model file) so tensors can be placed in it
-    /// without copying. The buffer keeps `owner` alive, so the memory outlives every use by GGML.
-    /// GGML only reads tensors placed here (they are weights), never writes them.
-    pub fn from_shared_bytes(
-        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
-    ) -> Result<Buffer, GgmlError> {
-        init_once();
-        let bytes = (*owner).as_ref();
-        let (ptr, len) = (bytes.as_ptr(), bytes.len());
-        // SAFETY: `ptr..ptr+len` is valid for reads as long as `owner` lives, and the returned Buffer
-        // holds `owner`. GGML's CPU buffer from a pointer never frees or writes the memory itself; the
-        // only tensors placed in it are weights, which graphs read.
-        let raw = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(ptr as *mut c_void, len) };
-        NonNull::new(raw)
-            .map(|raw| Buffer {
-                raw,
-                _owner: Some(owner),
-            })
-            .ok_or(GgmlError::BufferAllocation {
-                what: "host",
-                bytes: len,
-            })
-    }
-
     /// Size in bytes.
-    pub fn size(&self) -> usize {
+    fn size(&self) -> usize {
         // SAFETY: valid buffer.
         unsafe { sys::ggml_backend_buffer_get_size(self.raw.as_ptr()) }
-    }
-
-    /// Fills the whole buffer with `value`.
-    pub fn clear(&self, value: u8) {
-        // SAFETY: valid buffer; writes only inside it.
-        unsafe { sys::ggml_backend_buffer_clear(self.raw.as_ptr(), value) };
-    }
-
-    /// Copies the whole content of `other`, which must have the same size.
-    pub fn copy_from(&self, other: &Buffer) -> Result<(), GgmlError> {
-        if self.size() != other.size() {
-            return Err(GgmlError::SizeMismatch {
-                name: "buffer".into(),
-                expected: self.size(),
-                actual: other.size(),
-            });
-        }
-        // SAFETY: both are host buffers of equal size (checked); the regions are distinct allocations.
-        unsafe {
-            let dst = sys::ggml_backend_buffer_get_base(self.raw.as_ptr()).cast::<u8>();
-            let src = sys::ggml_backend_buffer_get_base(other.raw.as_ptr()).cast::<u8>();
-            std::ptr::copy_nonoverlapping(src, dst, self.size());
-        }
-        Ok(())
     }
 }
 
@@ -1005,7 +1156,6 @@ impl GraphAllocator {
 pub struct CpuBackend {
     backend: NonNull<sys::ggml_backend>,
     threadpool: NonNull<sys::ggml_threadpool>,
-    n_threads: usize,
     // Boxed so the abort callback keeps a stable address while `set_abort_flag` swaps the Arc.
     #[allow(clippy::redundant_allocation)]
     abort: Box<Arc<AtomicBool>>,
@@ -1055,14 +1205,8 @@ impl CpuBackend {
         Ok(CpuBackend {
             backend,
             threadpool,
-            n_threads,
             abort,
         })
-    }
-
-    /// Number of worker threads.
-    pub fn n_threads(&self) -> usize {
-        self.n_threads
     }
 
     /// Uses `flag` as the abort flag: when it becomes true, a running computation stops between nodes.
@@ -1129,33 +1273,118 @@ mod tests {
         );
     }
 
+    fn floats(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
     #[test]
     fn computes_a_small_matmul() {
         let ctx = Context::new(8, 16).unwrap();
-        let a = ctx.new_tensor(TensorType::F32, &[2, 3]).mark_input();
-        let b = ctx.new_tensor(TensorType::F32, &[2, 1]).mark_input();
-        let c = ctx.mul_mat(a, b).mark_output();
+        let a = ctx
+            .mark_input(ctx.new_tensor("a", TensorType::F32, &[2, 3]))
+            .unwrap();
+        let b = ctx
+            .mark_input(ctx.new_tensor("b", TensorType::F32, &[2, 1]))
+            .unwrap();
+        let c = ctx.mark_output(ctx.mul_mat(a, b)).unwrap();
         let mut graph = ctx.new_graph(16);
         graph.build_forward(c);
         let mut alloc = GraphAllocator::new().unwrap();
         alloc.allocate(&graph).unwrap();
-        let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        a.set_data(&floats(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+        ctx.set_data(a, &floats(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
             .unwrap();
-        b.set_data(&floats(&[1.0, 1.0])).unwrap();
+        ctx.set_data(b, &floats(&[1.0, 1.0])).unwrap();
         let mut backend = CpuBackend::new(2).unwrap();
         backend.compute(&graph).unwrap();
-        assert_eq!(c.ne()[..2], [3, 1]);
-        assert_eq!(c.to_f32_vec().unwrap(), vec![3.0, 7.0, 11.0]);
+        let mut result = Vec::new();
+        c.read_f32_into(&mut result).unwrap();
+        assert_eq!(result, vec![3.0, 7.0, 11.0]);
     }
 
     #[test]
-    fn type_names_and_row_sizes() {
-        assert_eq!(TensorType::F32.name(), "f32");
-        assert_eq!(TensorType(12).name(), "q4_K");
-        assert_eq!(TensorType(12).row_size(256), Some(144));
-        assert_eq!(TensorType(12).row_size(100), None);
-        assert_eq!(TensorType(9999).row_size(256), None);
+    fn writes_go_through_the_owning_context_only() {
+        let store = Context::new(2, 0).unwrap();
+        store.new_tensor("cache", TensorType::F32, &[4, 2]);
+        let mut store = store.allocate(BufferKind::Cpu).unwrap();
+        store.clear(0);
+        let other = Context::new(8, 16).unwrap();
+        let cache = store.context().tensors().next().unwrap();
+        let mine = other.new_tensor("mine", TensorType::F32, &[4]);
+        // Another context cannot write, mark or name as a destination what it does not own...
+        assert!(matches!(
+            other.set_data(cache, &floats(&[0.0; 8])),
+            Err(GgmlError::ForeignTensor { .. })
+        ));
+        assert!(other.mark_input(cache).is_err());
+        assert!(other.destination(cache).is_err());
+        // ... nor a view of it, even one it declared itself: the memory is the owner's.
+        let row = other.view_2d(cache, 4, 1, cache.nb()[1], cache.nb()[1]);
+        assert!(other.destination(row).is_err());
+        // The owner can.
+        let row = store
+            .context()
+            .view_2d(cache, 4, 1, cache.nb()[1], cache.nb()[1]);
+        assert!(store.context().destination(row).is_ok());
+        assert!(store.context().set_data(mine, &floats(&[0.0; 4])).is_err());
+        store
+            .context()
+            .set_data(cache, &floats(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]))
+            .unwrap();
+        // A store with a view declared in it cannot be frozen: the view's memory is not its own.
+        assert!(matches!(
+            store.freeze(),
+            Err(GgmlError::AlreadyPlaced { .. })
+        ));
+    }
+
+    #[test]
+    fn frozen_tensors_are_shared_read_only() {
+        fn shareable<T: Send + Sync>(_: &T) {}
+        let context = Context::new(1, 0).unwrap();
+        context.new_tensor("w", TensorType::F32, &[3]);
+        let store = context.allocate(BufferKind::Cpu).unwrap();
+        let w = store.context().tensors().next().unwrap();
+        store
+            .context()
+            .set_data(w, &floats(&[1.0, 2.0, 3.0]))
+            .unwrap();
+        let frozen = store.freeze().unwrap();
+        shareable(&frozen);
+        let values = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut values = Vec::new();
+                frozen
+                    .tensors()
+                    .next()
+                    .unwrap()
+                    .read_f32_into(&mut values)
+                    .unwrap();
+                values
+            });
+            reader.join().unwrap()
+        });
+        assert_eq!(values, vec![1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn shared_bytes_are_placed_only_where_they_fit() {
+        let bytes: Arc<dyn AsRef<[u8]> + Send + Sync> = Arc::new(floats(&[1.0, 2.0, 3.0, 4.0]));
+        let context = Context::new(1, 0).unwrap();
+        context.new_tensor("w", TensorType::F32, &[2]);
+        let frozen = context
+            .freeze_in_shared_bytes(Arc::clone(&bytes), &[8])
+            .unwrap();
+        let mut values = Vec::new();
+        frozen
+            .tensors()
+            .next()
+            .unwrap()
+            .read_f32_into(&mut values)
+            .unwrap();
+        assert_eq!(values, vec![3.0, 4.0]);
+        let context = Context::new(1, 0).unwrap();
+        context.new_tensor("w", TensorType::F32, &[2]);
+        assert!(context.freeze_in_shared_bytes(bytes, &[12]).is_err());
     }
 
     #[test]

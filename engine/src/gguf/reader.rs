@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use super::error::GgufError;
 use super::metadata::{type_id, type_name_of_id, MetadataArray, MetadataValue};
+use super::tensor_info::TensorInfo;
 use super::types::GgmlType;
-use super::TensorInfo;
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";

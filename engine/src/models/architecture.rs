@@ -8,7 +8,7 @@ use crate::kv_cache::KvTensors;
 use crate::weights::WeightTensors;
 
 /// The graph inputs of one batch: tokens at consecutive positions after `n_past` cached ones.
-pub struct BatchInputs<'a> {
+pub(crate) struct BatchInputs<'a> {
     /// Token ids, I32 `[n_tokens]`.
     pub tokens: Tensor<'a>,
     /// Positions, I32 `[n_tokens]`.
@@ -33,7 +33,7 @@ pub struct BatchInputs<'a> {
 }
 
 /// A model architecture: hyperparameters, bound weights and the forward pass.
-pub trait Architecture: Send + Sync {
+pub(crate) trait Architecture: Send + Sync {
     /// The model's sizes.
     fn hyperparameters(&self) -> &Hyperparameters;
 

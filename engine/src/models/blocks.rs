@@ -15,7 +15,7 @@ use crate::weights::{WeightBinder, WeightId, WeightTensors, WeightUse};
 
 /// Weights of one transformer layer. Biases are optional (Qwen2 has them on q, k and v).
 #[derive(Clone, Debug)]
-pub struct LayerWeights {
+pub(super) struct LayerWeights {
     /// RMS-norm weight before attention, `[n_embd]`.
     pub attn_norm: WeightId,
     /// Query projection `[n_embd, n_head*head_dim]` and optional bias.
@@ -46,7 +46,7 @@ pub struct LayerWeights {
 
 /// Everything a llama-style decoder needs besides its weights.
 #[derive(Clone, Debug)]
-pub struct DecoderConfig {
+pub(super) struct DecoderConfig {
     /// Sizes.
     pub hp: Hyperparameters,
     /// Epsilon of the RMS norms.
@@ -57,7 +57,7 @@ pub struct DecoderConfig {
 
 /// Weights of a llama-style decoder.
 #[derive(Clone, Debug)]
-pub struct DecoderWeights {
+pub(super) struct DecoderWeights {
     /// Token embeddings `[n_embd, n_vocab]`.
     pub token_embd: WeightId,
     /// Layers, first to last.
@@ -69,7 +69,7 @@ pub struct DecoderWeights {
 }
 
 /// Reads the hyperparameters every llama-style GGUF has under `{arch}.`.
-pub fn read_decoder_config(
+pub(super) fn read_decoder_config(
     file: &GgufFile,
     arch: &str,
     rope_mode: i32,
@@ -163,7 +163,7 @@ pub fn read_decoder_config(
 
 /// Binds the weights of a llama-style decoder by their GGUF names. `biases` binds q/k/v/o biases when
 /// present.
-pub fn bind_decoder_weights(
+pub(super) fn bind_decoder_weights(
     binder: &mut WeightBinder<'_>,
     hp: &Hyperparameters,
 ) -> Result<DecoderWeights, LoadError> {
@@ -225,13 +225,18 @@ pub fn bind_decoder_weights(
 }
 
 /// `x / rms(x) * weight` over the embedding dimension.
-pub fn rms_norm<'a>(ctx: &'a Context, x: Tensor<'a>, weight: Tensor<'a>, eps: f32) -> Tensor<'a> {
+pub(super) fn rms_norm<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    weight: Tensor<'a>,
+    eps: f32,
+) -> Tensor<'a> {
     let normalized = ctx.rms_norm(x, eps);
     ctx.mul(normalized, weight)
 }
 
 /// `weight @ x (+ bias)`: `[n_in, n_tokens]` to `[n_out, n_tokens]`.
-pub fn linear<'a>(
+pub(super) fn linear<'a>(
     ctx: &'a Context,
     weight: Tensor<'a>,
     x: Tensor<'a>,
@@ -245,7 +250,7 @@ pub fn linear<'a>(
 }
 
 /// The gated feed-forward network: `down @ (silu(gate @ x) * (up @ x))`.
-pub fn swiglu_ffn<'a>(
+pub(super) fn swiglu_ffn<'a>(
     ctx: &'a Context,
     x: Tensor<'a>,
     gate: Tensor<'a>,
@@ -265,7 +270,7 @@ pub fn swiglu_ffn<'a>(
 /// `batch.cache_rows` (the transposed values: columns `n_past..n_past+n_tokens`), then attends over
 /// rows `0..n_kv`, the mask hiding rows a token may not see. Returns `[n_head*head_dim, n_tokens]`.
 #[allow(clippy::too_many_arguments)]
-pub fn attention<'a>(
+pub(super) fn attention<'a>(
     ctx: &'a Context,
     graph: &mut Graph<'a>,
     cfg: &DecoderConfig,
@@ -292,7 +297,7 @@ pub fn attention<'a>(
     let (k_cache, v_cache) = (cache.keys(layer), cache.values(layer));
     let k_row_bytes = k_cache.nb()[1]; // keys (and flash-attention values): [n_embd_kv, n_ctx]
     let k = ctx.reshape_2d(k, n_embd_kv, n_tokens);
-    graph.build_forward(ctx.set_rows(k_cache, k, batch.cache_rows));
+    graph.build_forward(ctx.set_rows(cache.writable(k_cache), k, batch.cache_rows));
 
     // The first n_kv rows of a cache matrix [n_embd_kv, n_ctx], per head: [head_dim, n_kv, n_head_kv].
     let element_bytes = k_cache.nb()[0];
@@ -315,7 +320,7 @@ pub fn attention<'a>(
 
     if batch.flash_attention {
         // Values stored like keys, [n_embd_kv, n_ctx]; fused softmax(q k^T / sqrt(d) + mask) v.
-        graph.build_forward(ctx.set_rows(v_cache, v, batch.cache_rows));
+        graph.build_forward(ctx.set_rows(cache.writable(v_cache), v, batch.cache_rows));
         let values = rows_per_head(v_cache); // [head_dim, n_kv, n_head_kv]
         let attended = ctx.flash_attn_ext(queries, keys, values, batch.mask, scale); // [head_dim, n_head, n_tokens]
         return ctx.reshape_2d(attended, head_dim * hp.n_head as i64, n_tokens);
@@ -331,7 +336,7 @@ pub fn attention<'a>(
         v_column_bytes,
         n_past * element_bytes,
     );
-    graph.build_forward(ctx.cpy(ctx.transpose(v), v_columns));
+    graph.build_forward(ctx.cpy(ctx.transpose(v), cache.writable(v_columns)));
     let values = ctx.view_3d(
         v_cache,
         n_kv,
@@ -352,7 +357,7 @@ pub fn attention<'a>(
 }
 
 /// Convenience: the weights of `layer` as tensors.
-pub struct LayerTensors<'a> {
+pub(super) struct LayerTensors<'a> {
     /// See [`LayerWeights`].
     pub attn_norm: Tensor<'a>,
     /// Query projection.
@@ -383,7 +388,7 @@ pub struct LayerTensors<'a> {
 
 impl LayerWeights {
     /// Resolves the ids to tensors of one graph.
-    pub fn tensors<'a>(&self, w: &WeightTensors<'a>) -> LayerTensors<'a> {
+    pub(super) fn tensors<'a>(&self, w: &WeightTensors<'a>) -> LayerTensors<'a> {
         LayerTensors {
             attn_norm: w.get(self.attn_norm),
             wq: w.get(self.wq),

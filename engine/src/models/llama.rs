@@ -13,7 +13,7 @@ use crate::models::blocks::{self, DecoderConfig, DecoderWeights};
 use crate::weights::{WeightBinder, WeightTensors};
 
 /// A loaded llama-style decoder.
-pub struct Llama {
+pub(super) struct Llama {
     /// Hyperparameters, norm epsilon and RoPE settings.
     pub config: DecoderConfig,
     /// Bound weights.
@@ -21,7 +21,7 @@ pub struct Llama {
 }
 
 /// Reads `llama.*` hyperparameters and binds the weights.
-pub fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture>, LoadError> {
+pub(super) fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture>, LoadError> {
     let config = blocks::read_decoder_config(binder.file(), "llama", ROPE_TYPE_NORMAL)?;
     let weights = blocks::bind_decoder_weights(binder, &config.hp)?;
     Ok(Box::new(Llama { config, weights }))
@@ -53,7 +53,7 @@ impl Architecture for Llama {
 }
 
 /// The forward pass of a llama-style decoder for one batch; returns logits `[n_vocab, n_outputs]`.
-pub fn forward<'a>(
+pub(super) fn forward<'a>(
     ctx: &'a Context,
     graph: &mut Graph<'a>,
     cfg: &DecoderConfig,

@@ -12,7 +12,7 @@ use crate::models::llama::Llama;
 use crate::weights::WeightBinder;
 
 /// Reads `qwen2.*` hyperparameters and binds the weights (q/k/v biases required).
-pub fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture>, LoadError> {
+pub(super) fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture>, LoadError> {
     let config = blocks::read_decoder_config(binder.file(), "qwen2", ROPE_TYPE_NEOX)?;
     let weights = blocks::bind_decoder_weights(binder, &config.hp)?;
     for (i, layer) in weights.layers.iter().enumerate() {

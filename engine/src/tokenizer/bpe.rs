@@ -12,8 +12,7 @@ use std::collections::BinaryHeap;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::byte_level::byte_spellings;
-use super::vocab::Vocab;
-use super::TokenId;
+use super::vocab::{TokenId, Vocab};
 
 /// A symbol whose text is not part of any merge rule.
 const NO_PIECE: u32 = u32::MAX;

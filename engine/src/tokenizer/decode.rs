@@ -1,8 +1,7 @@
 //! Token ids back to bytes and text: the per-token byte table and the streaming UTF-8 decoder.
 
 use super::byte_level::char_to_byte;
-use super::vocab::{attr, Vocab};
-use super::{TokenId, Tokenizer};
+use super::vocab::{attr, TokenId, Vocab};
 
 /// How token texts spell bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,22 +83,21 @@ fn decode_byte_level(text: &str, out: &mut Vec<u8>) {
 /// often do); those bytes are held back until the character is complete. Bytes that can never form
 /// a valid character come out as U+FFFD.
 pub struct StreamDecoder<'a> {
-    tokenizer: &'a Tokenizer,
+    token_bytes: &'a TokenBytes,
     pending: Vec<u8>,
 }
 
 impl<'a> StreamDecoder<'a> {
-    pub(crate) fn new(tokenizer: &'a Tokenizer) -> StreamDecoder<'a> {
+    pub(crate) fn new(token_bytes: &'a TokenBytes) -> StreamDecoder<'a> {
         StreamDecoder {
-            tokenizer,
+            token_bytes,
             pending: Vec::new(),
         }
     }
 
     /// Adds one token; returns the text that is now complete (possibly empty).
     pub fn push(&mut self, id: TokenId) -> String {
-        self.pending
-            .extend_from_slice(self.tokenizer.token_bytes(id));
+        self.pending.extend_from_slice(self.token_bytes.get(id));
         let mut text = String::new();
         let mut consumed = 0;
         loop {

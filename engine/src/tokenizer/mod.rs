@@ -16,6 +16,7 @@
 
 mod bpe;
 mod byte_level;
+mod char_class;
 mod decode;
 mod error;
 mod pretokenize;
@@ -35,12 +36,11 @@ use special::{Fragment, SpecialMatcher};
 use special_ids::{Family, SpecialIds};
 use vocab::{attr, Vocab};
 
+pub use vocab::TokenId;
+
 pub use decode::StreamDecoder;
 pub use error::TokenizerError;
 pub use special_ids::FimTokens;
-
-/// A token id: an index into the vocabulary.
-pub type TokenId = u32;
 
 /// Values of `tokenizer.ggml.model` lmrs supports.
 const SUPPORTED_MODELS: &str = "gpt2 (byte-level BPE), llama (SentencePiece)";
@@ -264,7 +264,7 @@ impl Tokenizer {
 
     /// A decoder for generated tokens that yields only complete UTF-8 characters.
     pub fn decoder(&self) -> StreamDecoder<'_> {
-        StreamDecoder::new(self)
+        StreamDecoder::new(&self.token_bytes)
     }
 
     /// Number of tokens in the vocabulary.

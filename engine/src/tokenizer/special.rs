@@ -14,8 +14,7 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use super::vocab::{attr, Vocab};
-use super::TokenId;
+use super::vocab::{attr, TokenId, Vocab};
 
 /// A piece of the input: plain text to tokenize, or a special token found in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,8 +7,7 @@
 
 use crate::gguf::GgufFile;
 
-use super::vocab::{attr, Vocab};
-use super::TokenId;
+use super::vocab::{attr, TokenId, Vocab};
 
 /// The fill-in-the-middle tokens of a code model (`None` where the vocabulary has none).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,8 +8,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::vocab::Vocab;
-use super::TokenId;
+use super::vocab::{TokenId, Vocab};
 
 /// Appends the tokens of `text` (already escaped: spaces are `▁`) to `out`.
 ///

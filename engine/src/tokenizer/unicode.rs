@@ -3,28 +3,8 @@
 //! The category table is generated from Unicode 15.1 data (`gen_unicode_tables.py`), the version
 //! llama.cpp's own tables come from, so pre-tokenizers split text exactly where llama.cpp does.
 
+pub(crate) use super::char_class::CharClass;
 use super::unicode_tables::CLASS_RANGES;
-
-/// The major general category of a code point (`\p{L}`, `\p{N}`, ...), or `Undefined` when unassigned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CharClass {
-    /// Unassigned (`Cn`).
-    Undefined,
-    /// `\p{N}`.
-    Number,
-    /// `\p{L}`.
-    Letter,
-    /// `\p{Z}`.
-    Separator,
-    /// `\p{M}`.
-    Mark,
-    /// `\p{P}`.
-    Punctuation,
-    /// `\p{S}`.
-    Symbol,
-    /// `\p{C}` other than `Cn`.
-    Control,
-}
 
 /// The class of `c`.
 pub(crate) fn char_class(c: char) -> CharClass {

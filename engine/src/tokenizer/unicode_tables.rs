@@ -3,7 +3,7 @@
 //! Each entry is the first code point of a run and the class every code point of the run has,
 //! up to the next entry's first code point (the last run ends at U+10FFFF).
 
-use super::unicode::CharClass::{self, *};
+use super::char_class::CharClass::{self, *};
 
 /// `(first code point, class)` runs, sorted by first code point.
 pub(crate) static CLASS_RANGES: &[(u32, CharClass)] = &[

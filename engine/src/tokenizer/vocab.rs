@@ -5,7 +5,9 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::gguf::{GgufFile, MetadataArray};
 
 use super::error::TokenizerError;
-use super::TokenId;
+
+/// A token id: an index into the vocabulary.
+pub type TokenId = u32;
 
 /// Token attribute bits, as llama.cpp derives them from `tokenizer.ggml.token_type`.
 pub(crate) mod attr {

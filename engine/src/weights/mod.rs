@@ -15,7 +15,7 @@ mod widen;
 use std::path::Path;
 use std::sync::Arc;
 
-use ggml_sys::{Buffer, BufferKind, Context, Tensor, TensorType};
+use ggml_sys::{BufferKind, Context, FrozenContext, Tensor, TensorType};
 
 use crate::error::LoadError;
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
@@ -37,7 +37,7 @@ pub const IN_PLACE_MIN_BATCH: usize = 16;
 
 /// Index of a weight tensor in a model's [`Weights`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WeightId(usize);
+pub(crate) struct WeightId(usize);
 
 /// Where a weight's data lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,14 +52,10 @@ enum Placement {
 
 /// The weight tensors of a model: metadata in GGML contexts, data in the file mapping, in a
 /// repacked buffer or in a buffer of widened matrices.
-pub struct Weights {
-    // Field order matters for drop order: buffers reference tensors and memory of the others.
-    _mapped_buffer: Option<Buffer>,
-    _repacked_buffer: Option<Buffer>,
-    _widened_buffer: Option<Buffer>,
-    mapped: Context,
-    repacked: Context,
-    widened: Context,
+pub(crate) struct Weights {
+    mapped: FrozenContext,
+    repacked: FrozenContext,
+    widened: FrozenContext,
     /// For each WeightId: where it lives and its position in that placement's context.
     slots: Vec<(Placement, usize)>,
     /// For each WeightId: the position in `mapped` of its in-place twin, used for large batches.
@@ -70,13 +66,13 @@ pub struct Weights {
 }
 
 /// The weight tensors of a model as GGML tensors, for building one graph.
-pub struct WeightTensors<'a> {
+pub(crate) struct WeightTensors<'a> {
     tensors: Vec<Tensor<'a>>,
 }
 
 impl<'a> WeightTensors<'a> {
     /// The tensor bound to `id`.
-    pub fn get(&self, id: WeightId) -> Tensor<'a> {
+    pub(crate) fn get(&self, id: WeightId) -> Tensor<'a> {
         self.tensors[id.0]
     }
 }
@@ -84,7 +80,7 @@ impl<'a> WeightTensors<'a> {
 impl Weights {
     /// All weights as tensors, indexed by [`WeightId`], for graphs of batches of `n_tokens`: from
     /// [`IN_PLACE_MIN_BATCH`] tokens on, repacked matrices with an in-place twin are replaced by it.
-    pub fn tensors_for_batch(&self, n_tokens: usize) -> WeightTensors<'_> {
+    pub(crate) fn tensors_for_batch(&self, n_tokens: usize) -> WeightTensors<'_> {
         let mapped: Vec<Tensor<'_>> = self.mapped.tensors().collect();
         let repacked: Vec<Tensor<'_>> = self.repacked.tensors().collect();
         let widened: Vec<Tensor<'_>> = self.widened.tensors().collect();
@@ -106,7 +102,7 @@ impl Weights {
 
 /// How a weight tensor is used, which decides where it may live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WeightUse {
+pub(crate) enum WeightUse {
     /// The left operand of matrix multiplications (may be repacked).
     Matrix,
     /// Rows are looked up (token embeddings); also used as a matrix when the output is tied.
@@ -116,7 +112,7 @@ pub enum WeightUse {
 }
 
 /// Collects the weights an architecture asks for, checking names, shapes and types.
-pub struct WeightBinder<'f> {
+pub(crate) struct WeightBinder<'f> {
     file: &'f Arc<GgufFile>,
     requests: Vec<(TensorInfo, WeightUse)>,
 }
@@ -130,12 +126,12 @@ impl<'f> WeightBinder<'f> {
     }
 
     /// The GGUF file being loaded.
-    pub fn file(&self) -> &'f GgufFile {
+    pub(crate) fn file(&self) -> &'f GgufFile {
         self.file
     }
 
     /// Binds the tensor `name`, which must have exactly `dims` (`ne[0]` first).
-    pub fn require(
+    pub(crate) fn require(
         &mut self,
         name: &str,
         dims: &[usize],
@@ -148,7 +144,7 @@ impl<'f> WeightBinder<'f> {
     }
 
     /// Binds the tensor `name` if the file has it.
-    pub fn optional(
+    pub(crate) fn optional(
         &mut self,
         name: &str,
         dims: &[usize],
@@ -232,12 +228,12 @@ impl<'f> WeightBinder<'f> {
             } else {
                 (Placement::Mapped, &mapped, &mut mapped_infos)
             };
-            context.new_tensor(tensor_type, &dims).set_name(&info.name);
+            context.new_tensor(&info.name, tensor_type, &dims);
             slots.push((placement, infos.len()));
             infos.push(info);
             let twin = dual_layout && repackable && !widen && has_tiled_kernels(info.ggml_type);
             if twin {
-                mapped.new_tensor(tensor_type, &dims).set_name(&info.name);
+                mapped.new_tensor(&info.name, tensor_type, &dims);
                 dual_layout_bytes += info.size;
                 twins.push(Some(mapped_infos.len()));
                 mapped_infos.push(info);
@@ -247,14 +243,11 @@ impl<'f> WeightBinder<'f> {
         }
 
         // Mapped weights: a host buffer over the whole file, each tensor at its file offset.
-        let mapped_buffer = if !mapped_infos.is_empty() {
-            let buffer = Buffer::from_shared_bytes(self.file.clone())?;
-            for (tensor, info) in mapped.tensors().zip(&mapped_infos) {
-                tensor.place_in(&buffer, info.offset as usize)?;
-            }
-            Some(buffer)
+        let mapped = if mapped_infos.is_empty() {
+            FrozenContext::empty()?
         } else {
-            None
+            let offsets: Vec<usize> = mapped_infos.iter().map(|i| i.offset as usize).collect();
+            mapped.freeze_in_shared_bytes(self.file.clone(), &offsets)?
         };
 
         // Copied weights (repacked, widened): read with positioned reads, so that the mapping's pages
@@ -263,14 +256,10 @@ impl<'f> WeightBinder<'f> {
             path,
             file_bytes: self.file.bytes(),
         };
-        let (repacked_buffer, repacked_bytes, widened_into_repacked) =
-            loader.load(&repacked, &repacked_infos, BufferKind::Repack)?;
-        let (widened_buffer, widened_alone, _) =
-            loader.load(&widened, &widened_infos, BufferKind::Cpu)?;
+        let (repacked, repacked_bytes, widened_into_repacked) =
+            loader.load(repacked, &repacked_infos, BufferKind::Repack)?;
+        let (widened, widened_alone, _) = loader.load(widened, &widened_infos, BufferKind::Cpu)?;
         Ok(Weights {
-            _mapped_buffer: mapped_buffer,
-            _repacked_buffer: repacked_buffer,
-            _widened_buffer: widened_buffer,
             mapped,
             repacked,
             widened,
@@ -311,27 +300,27 @@ struct CopiedWeightLoader<'a> {
 }
 
 impl CopiedWeightLoader<'_> {
-    /// Allocates a `kind` buffer for `context`'s tensors and fills them from the file; returns the
-    /// buffer (none for no tensors), the bytes stored and how many of those were widened from Q5_0.
+    /// Gives `context`'s tensors memory of `kind`, fills them from the file and freezes them;
+    /// returns them, the bytes stored and how many of those were widened from Q5_0.
     fn load(
         &self,
-        context: &Context,
+        context: Context,
         infos: &[&TensorInfo],
         kind: BufferKind,
-    ) -> Result<(Option<Buffer>, u64, u64), LoadError> {
+    ) -> Result<(FrozenContext, u64, u64), LoadError> {
         if infos.is_empty() {
-            return Ok((None, 0, 0));
+            return Ok((FrozenContext::empty()?, 0, 0));
         }
         let io_error = |source| LoadError::Io {
             path: self.path.into(),
             source,
         };
-        let buffer = Buffer::allocate_context(context, kind)?;
+        let store = context.allocate(kind)?;
         let file = std::fs::File::open(self.path).map_err(io_error)?;
         let (mut stored, mut widened) = (0u64, 0u64);
         let mut scratch = Vec::new();
         let mut wide = Vec::new();
-        for (tensor, info) in context.tensors().zip(infos) {
+        for (tensor, info) in store.context().tensors().zip(infos) {
             scratch.resize(info.size as usize, 0);
             read_exact_at(&file, &mut scratch, info.offset, self.file_bytes).map_err(io_error)?;
             // A Q5_0 tensor created as Q8_0 is widened.
@@ -350,10 +339,10 @@ impl CopiedWeightLoader<'_> {
             } else {
                 &scratch
             };
-            tensor.set_data(data)?;
+            store.context().set_data(tensor, data)?;
             stored += data.len() as u64;
         }
-        Ok((Some(buffer), stored, widened))
+        Ok((store.freeze()?, stored, widened))
     }
 }
 

@@ -17,14 +17,14 @@
 //! - Q8_0, 34 bytes: `d: f16`, `qs: [i8; 32]`.
 
 /// Bytes of one Q5_0 block.
-pub const Q5_0_BLOCK_BYTES: usize = 22;
+pub(super) const Q5_0_BLOCK_BYTES: usize = 22;
 /// Bytes of one Q8_0 block.
-pub const Q8_0_BLOCK_BYTES: usize = 34;
+pub(super) const Q8_0_BLOCK_BYTES: usize = 34;
 
 /// Converts Q5_0 blocks to Q8_0 blocks holding the same values, appending them to `out`.
 ///
 /// Returns `None` (and appends nothing) when `q5_0` is not a whole number of blocks.
-pub fn widen_q5_0_to_q8_0(q5_0: &[u8], out: &mut Vec<u8>) -> Option<()> {
+pub(super) fn widen_q5_0_to_q8_0(q5_0: &[u8], out: &mut Vec<u8>) -> Option<()> {
     if !q5_0.len().is_multiple_of(Q5_0_BLOCK_BYTES) {
         return None;
     }
