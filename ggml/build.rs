@@ -98,10 +98,9 @@ fn write_version_header(out_dir: &Path) {
 }
 
 /// Whether to run graphs on OpenMP threads, as llama.cpp's default build does, instead of GGML's
-/// own thread pool: opt-in with `GGML_SYS_OPENMP=1` (GCC on Linux: `-fopenmp`, libgomp). Measured
-/// with 2 threads in alternating rounds against the thread pool it was mixed — Qwen2.5-Coder 0.5B
-/// about 3% faster, SmolLM2-135M 2-8% slower — so the thread pool, which needs nothing from the
-/// system, stays the default.
+/// own thread pool: opt-in with `GGML_SYS_OPENMP=1` (GCC on Linux: `-fopenmp`, libgomp). It was
+/// not faster on the whole (`docs/performance.md`), so the thread pool, which needs nothing from
+/// the system, stays the default.
 fn use_openmp(target_os: &str) -> bool {
     println!("cargo:rerun-if-env-changed=GGML_SYS_OPENMP");
     let wanted = env::var("GGML_SYS_OPENMP").is_ok_and(|v| v == "1");

@@ -15,6 +15,10 @@ export LMRS_REQUIRE_MODELS=1
 echo "== fetching models into $LMRS_MODEL_DIR"
 "$LMRS_SHARED_DIR/fetch-models.sh" "$LMRS_MODEL_DIR" qwen05 smollm2 gemma3
 
+echo "== module graph (each crate's modules import each other without cycles)"
+python3 scripts/check-module-graph.py --self-test
+python3 scripts/check-module-graph.py
+
 echo "== cargo fmt / clippy"
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings

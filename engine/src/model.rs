@@ -27,7 +27,7 @@ pub struct ModelParams {
     /// reuse the previous token's graph, and computes exactly what llama.cpp computes on the same
     /// CPU. `LMRS_FLASH_ATTN=0` turns it off by default.
     pub flash_attention: bool,
-    /// Store Q5_0 matrices as Q8_0 (the same values: both formats hold blocks of 32 weights with one F16 scale, and a Q5_0 weight `d * (q - 16)` fits Q8_0's `i8`): faster prompt
+    /// Store Q5_0 matrices as Q8_0 (exactly the same values, see `weights/widen.rs`): faster prompt
     /// evaluation for ~1.5× the memory of those matrices. On by default; `LMRS_WIDEN_Q5_0=0` turns
     /// it off by default.
     pub widen_q5_0: bool,

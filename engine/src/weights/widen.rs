@@ -1,11 +1,10 @@
 //! Exact widening of Q5_0 weights to Q8_0 at load time.
 //!
 //! Quantized files whose matrix rows are not a multiple of 256 values cannot use the k-quants: the
-//! quantizer stores those matrices as Q5_0 instead (Qwen2.5-Coder-0.5B's Q4_K_M file: 133 of its
-//! 170 matrices, every one with rows of 896). GGML's CPU kernels for Q5_0 rebuild each weight from a
-//! 4-bit nibble and a separately stored fifth bit before every dot product, which costs more than
-//! reading the wider Q8_0 block does: on a 2-core AVX-512 VM the same model with those matrices as
-//! Q8_0 evaluates prompts ~23% faster and generates as fast (`docs/performance.md`).
+//! quantizer stores those matrices as Q5_0 instead. GGML's CPU kernels for Q5_0 rebuild each weight
+//! from a 4-bit nibble and a separately stored fifth bit before every dot product, which costs more
+//! than reading the wider Q8_0 block does, so prompts evaluate faster with those matrices as Q8_0
+//! (measurements: `docs/performance.md`).
 //!
 //! The conversion loses nothing. Both formats hold blocks of 32 weights with one F16 scale `d`; a Q5_0
 //! weight is `d * (q - 16)` with `q` in `0..32`, and `q - 16` fits an `i8`, so the Q8_0 block with the
