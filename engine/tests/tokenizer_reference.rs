@@ -157,6 +157,23 @@ fn truncate(s: &str) -> String {
     s.chars().take(120).collect()
 }
 
+/// Checks `cases` with the tokenizer of the GGUF at `model` and reports them under the file name
+/// of `source`.
+fn check_file(model: &Path, source: &Path, cases: &[Case], failures: &mut Vec<String>) {
+    let summary = check_cases(&load_tokenizer(model), cases);
+    let label = source.file_name().unwrap_or_default().to_string_lossy();
+    report(&label, &summary, failures);
+}
+
+fn assert_no_mismatches(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 fn report(label: &str, summary: &Summary, all_failures: &mut Vec<String>) {
     let not_utf8 = if summary.not_utf8 > 0 {
         format!(" (+{} not UTF-8: no round trip)", summary.not_utf8)
@@ -280,21 +297,9 @@ fn llama_cpp_vocab_test_vectors() {
                 ids: parse_ids(line),
             })
             .collect();
-        let tokenizer = load_tokenizer(&gguf);
-        let summary = check_cases(&tokenizer, &cases);
-        let label = gguf
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        report(&label, &summary, &mut failures);
+        check_file(&gguf, &gguf, &cases, &mut failures);
     }
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_mismatches(&failures);
 }
 
 /// Source files tokenized by `llama-tokenize`.
@@ -339,19 +344,7 @@ fn llama_tokenize_reference_files() {
                     .collect(),
             })
             .collect();
-        let tokenizer = load_tokenizer(&path);
-        let summary = check_cases(&tokenizer, &cases);
-        let label = file
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        report(&label, &summary, &mut failures);
+        check_file(&path, file, &cases, &mut failures);
     }
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_mismatches(&failures);
 }
