@@ -10,7 +10,11 @@ use libfuzzer_sys::fuzz_target;
 #[allow(dead_code, unused_imports)]
 mod gguf;
 
-use gguf::writer::GgufWriter;
+#[path = "../../fixtures/src/gguf_writer.rs"]
+#[allow(dead_code)]
+mod gguf_writer;
+
+use gguf_writer::GgufWriter;
 use gguf::GgufFile;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,4 +1,5 @@
-//! GGUF v2/v3 files: a validating, zero-copy reader ([`GgufFile`]) (the test fixtures' crate `lmrs-fixtures` has the writer).
+//! GGUF v2/v3 files: a validating, zero-copy reader ([`GgufFile`]); the writer is a test fixture
+//! (crate `lmrs-fixtures`).
 //!
 //! A GGUF file is a header (magic `GGUF`, version, tensor count, metadata count), typed key/value
 //! metadata, tensor infos (name, dimensions, ggml type, offset), then the tensor data section, which

@@ -1,11 +1,15 @@
-//! Writes a seed corpus of small, valid GGUF files made with the writer into the directory given as
+//! Writes a seed corpus of small, valid GGUF files made with the test writer (lmrs-fixtures) into the directory given as
 //! the first argument (default `corpus/gguf_reader`).
 
 #[path = "../../../engine/src/gguf/mod.rs"]
 #[allow(dead_code, unused_imports)]
 mod gguf;
 
-use gguf::writer::GgufWriter;
+#[path = "../../../fixtures/src/gguf_writer.rs"]
+#[allow(dead_code)]
+mod gguf_writer;
+
+use gguf_writer::GgufWriter;
 use gguf::{GgmlType, MetadataArray, MetadataValue};
 
 fn main() -> std::io::Result<()> {
