@@ -85,13 +85,9 @@ impl CompletionCache {
     }
 
     /// Number of cached suggestions.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lru.len()
-    }
-
-    /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
-        self.lru.is_empty()
     }
 
     /// Looks up `before`/`after` (the text before and after the cursor; `before` should reach at least

@@ -26,6 +26,8 @@
 
 use std::fmt::Write as _;
 
+use crate::config::FimOrder;
+
 /// FIM special tokens, named after Qwen2.5-Coder's spelling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FimToken {
@@ -70,24 +72,6 @@ pub struct FimSupport {
     pub fim: bool,
     /// `<|repo_name|>` and `<|file_sep|>` exist.
     pub repo: bool,
-}
-
-/// Order of the FIM parts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FimOrder {
-    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>L` where P ends at the start of the cursor line
-    /// and L is the cursor line before the cursor: the order the model was trained on (the hole just
-    /// starts at the line start), and typing within a line only appends to the end of the prompt.
-    #[default]
-    #[serde(alias = "linepsm", alias = "line_psm")]
-    LinePsm,
-    /// `<|fim_suffix|>S<|fim_prefix|>P<|fim_middle|>`: typing only appends to the end of the prompt,
-    /// but Qwen2.5-Coder was not trained on this order (much lower exact match).
-    Spm,
-    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>`: P ends at the cursor, so every keystroke
-    /// changes P and the whole suffix is evaluated again.
-    Psm,
 }
 
 /// Budgets and layout choices.

@@ -9,8 +9,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::prompt::FimOrder;
-
 /// File name of the default model inside the model directory.
 pub const DEFAULT_MODEL_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 
@@ -20,6 +18,24 @@ pub enum ConfigError {
     /// The override is not an object or has a field of the wrong type.
     #[error("invalid lmrs configuration: {0}")]
     Invalid(#[from] serde_json::Error),
+}
+
+/// Order of the FIM parts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FimOrder {
+    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>L` where P ends at the start of the cursor line
+    /// and L is the cursor line before the cursor: the order the model was trained on (the hole just
+    /// starts at the line start), and typing within a line only appends to the end of the prompt.
+    #[default]
+    #[serde(alias = "linepsm", alias = "line_psm")]
+    LinePsm,
+    /// `<|fim_suffix|>S<|fim_prefix|>P<|fim_middle|>`: typing only appends to the end of the prompt,
+    /// but Qwen2.5-Coder was not trained on this order (much lower exact match).
+    Spm,
+    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>`: P ends at the cursor, so every keystroke
+    /// changes P and the whole suffix is evaluated again.
+    Psm,
 }
 
 /// Server configuration.
