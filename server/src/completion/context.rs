@@ -11,18 +11,23 @@ const CHARS_PER_TOKEN_WINDOW: usize = 8;
 
 /// The text around the cursor, copied out of the document.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CursorContext {
+pub(crate) struct CursorContext {
     /// From the start of line `prefix_first_line` to the cursor.
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Absolute line number of the first line of `prefix`.
-    pub prefix_first_line: usize,
+    pub(crate) prefix_first_line: usize,
     /// From the cursor on.
-    pub suffix: String,
+    pub(crate) suffix: String,
 }
 
 impl CursorContext {
     /// Copies the windows the prompt needs (line-aligned prefix start) out of a rope.
-    pub fn extract(rope: &Rope, cursor: usize, prefix_tokens: usize, suffix_tokens: usize) -> Self {
+    pub(crate) fn extract(
+        rope: &Rope,
+        cursor: usize,
+        prefix_tokens: usize,
+        suffix_tokens: usize,
+    ) -> Self {
         let cursor = cursor.min(rope.len_chars());
         let cursor_line = rope.char_to_line(cursor);
         let start = cursor.saturating_sub(prefix_tokens.saturating_mul(CHARS_PER_TOKEN_WINDOW));
@@ -54,14 +59,14 @@ impl CursorContext {
     }
 
     /// Absolute lines this context covers (the most the prompt can show), end exclusive.
-    pub fn lines(&self) -> std::ops::Range<usize> {
+    pub(crate) fn lines(&self) -> std::ops::Range<usize> {
         let before = self.prefix.matches('\n').count();
         let after = self.suffix.matches('\n').count();
         self.prefix_first_line..self.prefix_first_line + before + after + 1
     }
 
     /// The cursor line up to the cursor.
-    pub fn line_before_cursor(&self) -> &str {
+    pub(crate) fn line_before_cursor(&self) -> &str {
         self.prefix.rsplit('\n').next().unwrap_or("")
     }
 }
@@ -73,7 +78,7 @@ impl CursorContext {
 /// The query and the lines left out (those the prompt may already show) depend on the cursor's
 /// line only, not its column: typing on a line keeps the snippet, so the prompt keeps its start
 /// and the KV cache stays valid.
-pub fn snippet_for_cursor(
+pub(crate) fn snippet_for_cursor(
     rope: &Rope,
     cursor: usize,
     prefix_tokens: usize,

@@ -19,22 +19,22 @@ use lmrs::{GeneratedToken, InferenceFeedback, RunnerUp, TokenId};
 
 /// How much less likely than the token it replaces a runner-up may be for [`branch_point`], in nats:
 /// `exp(-1.1)` ≈ 1/3 of its probability.
-pub const BRANCH_MAX_GAP: f32 = 1.1;
+pub(crate) const BRANCH_MAX_GAP: f32 = 1.1;
 
 /// A generated token, kept with the model's second choice at that step.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Generated {
+pub(crate) struct Generated {
     /// Token id.
-    pub id: TokenId,
+    pub(crate) id: TokenId,
     /// Its text.
-    pub text: String,
+    pub(crate) text: String,
     /// The most likely other token, with its text (kept only when that is whole UTF-8).
-    pub runner_up: Option<(RunnerUp, String)>,
+    pub(crate) runner_up: Option<(RunnerUp, String)>,
 }
 
 impl Generated {
     /// Keeps a generated token and its runner-up with the runner-up's text.
-    pub fn new(token: &GeneratedToken<'_>, runner_up: Option<(RunnerUp, &str)>) -> Self {
+    pub(crate) fn new(token: &GeneratedToken<'_>, runner_up: Option<(RunnerUp, &str)>) -> Self {
         Self {
             id: token.id,
             text: token.text.to_owned(),
@@ -50,7 +50,11 @@ impl Generated {
 /// latest, because the start of the copied line is usually right too and the copy goes wrong where
 /// the new line's content differs; an earlier branch would throw away what the model was sure of.
 /// `generated` starts with the healed text `heal`; `ctx` is the stop rules' context.
-pub fn branch_point(generated: &[Generated], heal: &str, ctx: &StopContext) -> Option<usize> {
+pub(crate) fn branch_point(
+    generated: &[Generated],
+    heal: &str,
+    ctx: &StopContext,
+) -> Option<usize> {
     let mut text = String::new();
     let mut found = None;
     for (index, token) in generated.iter().enumerate() {
@@ -83,7 +87,7 @@ fn spells_another_line(candidate: &str, heal: &str, ctx: &StopContext) -> bool {
 
 /// Whether a suggestion may span several lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LineMode {
+pub(crate) enum LineMode {
     /// Stop at the first line break.
     Single,
     /// Several lines, bounded by indentation and `max_lines`.
@@ -92,25 +96,25 @@ pub enum LineMode {
 
 /// The context the stop rules need, taken from the document around the cursor.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StopContext {
+pub(crate) struct StopContext {
     /// Line mode in effect.
-    pub mode: LineMode,
+    pub(crate) mode: LineMode,
     /// Leading whitespace characters of the cursor line.
-    pub cursor_indent: usize,
+    pub(crate) cursor_indent: usize,
     /// The cursor line's text before the cursor, without its indentation.
-    pub before_cursor: String,
+    pub(crate) before_cursor: String,
     /// Text right of the cursor on its line, trimmed (empty if none).
-    pub right_of_cursor: String,
+    pub(crate) right_of_cursor: String,
     /// The first non-blank line after the cursor line, trimmed.
-    pub next_line: Option<String>,
+    pub(crate) next_line: Option<String>,
     /// Most lines in multi-line mode.
-    pub max_lines: usize,
+    pub(crate) max_lines: usize,
 }
 
 impl StopContext {
     /// Derives the context from the cursor line and the text after the cursor.
     /// Single-line mode is forced when non-blank text stands right of the cursor.
-    pub fn new(
+    pub(crate) fn new(
         line_before_cursor: &str,
         after_cursor: &str,
         multiline: bool,
@@ -176,7 +180,7 @@ impl StopContext {
 
 /// Streaming stop-rule state for one generation.
 #[derive(Debug)]
-pub struct StopRules {
+pub(crate) struct StopRules {
     ctx: StopContext,
     heal_left: String,
     text: String,
@@ -190,7 +194,7 @@ pub struct StopRules {
 
 impl StopRules {
     /// Starts a generation that must begin with `heal`.
-    pub fn new(ctx: StopContext, heal: &str) -> Self {
+    pub(crate) fn new(ctx: StopContext, heal: &str) -> Self {
         Self {
             ctx,
             heal_left: heal.to_owned(),
@@ -205,27 +209,27 @@ impl StopRules {
 
     /// Whether the first line was dropped for repeating the next line (the suggestion is then
     /// empty; see [`branch_point`]).
-    pub fn repeated_first_line(&self) -> bool {
+    pub(crate) fn repeated_first_line(&self) -> bool {
         self.repeated_first_line
     }
 
     /// The healed text not yet generated.
-    pub fn pending_heal(&self) -> &str {
+    pub(crate) fn pending_heal(&self) -> &str {
         &self.heal_left
     }
 
     /// Whether the generation did not start with the healed text (the suggestion is then empty).
-    pub fn diverged(&self) -> bool {
+    pub(crate) fn diverged(&self) -> bool {
         self.diverged
     }
 
     /// The text accepted so far (heal removed, rules not yet finalised).
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         &self.text
     }
 
     /// Feeds decoded text.
-    pub fn push(&mut self, piece: &str) -> InferenceFeedback {
+    pub(crate) fn push(&mut self, piece: &str) -> InferenceFeedback {
         if self.stopped {
             return InferenceFeedback::Halt;
         }
@@ -302,7 +306,7 @@ impl StopRules {
     /// Final suggestion: the last line's rules applied, trailing blank lines and whitespace removed.
     /// `budget_cut` says the token or time budget ended the generation: an unfinished last line of
     /// a multi-line suggestion is then dropped rather than shown half-written.
-    pub fn finish(mut self, budget_cut: bool) -> String {
+    pub(crate) fn finish(mut self, budget_cut: bool) -> String {
         if budget_cut && !self.stopped && self.lines > 0 {
             self.text.truncate(self.line_start);
         }
