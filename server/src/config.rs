@@ -31,7 +31,8 @@ pub(crate) enum FimOrder {
     #[serde(alias = "linepsm", alias = "line_psm")]
     LinePsm,
     /// `<|fim_suffix|>S<|fim_prefix|>P<|fim_middle|>`: typing only appends to the end of the prompt,
-    /// but Qwen2.5-Coder was not trained on this order (much lower exact match).
+    /// but Qwen2.5-Coder was not trained on this order and completes worse in it (measurements:
+    /// docs/prompt.md).
     Spm,
     /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>`: P ends at the cursor, so every keystroke
     /// changes P and the whole suffix is evaluated again.
@@ -62,15 +63,16 @@ pub(crate) struct Config {
     /// and typing within a line keeps the KV cache; see docs/prompt.md).
     pub(crate) fim_order: FimOrder,
     /// Put Qwen's repo-level header (`<|repo_name|>` workspace folder name, `<|file_sep|>` relative
-    /// path) before the FIM part. Default false: with suffix-first order it made Qwen2.5-Coder-0.5B
-    /// complete the wrong function in our first checks (see docs/prompt.md).
+    /// path) before the FIM part. Default false: with suffix-first order the header can lead the
+    /// model to complete the wrong function (measurements: docs/prompt.md).
     pub(crate) repo_header: bool,
     /// The prefix window starts on a multiple of this many lines. Default 16.
     pub(crate) block_lines: usize,
     /// Tokens of similar code retrieved from elsewhere in the document (the lines most like those
     /// above the cursor and what followed them), shown before the prefix; 0 turns retrieval off.
-    /// Default 0: 64 gained 2 of 120 fimbench positions for ~10% more time per new prompt, and a
-    /// snippet that changes with the cursor's line costs a full prompt evaluation (docs/prompt.md).
+    /// Default 0: the snippet lengthens every new prompt, and one that changes with the cursor's
+    /// line costs a full prompt evaluation, for a small gain in suggestions (measurements:
+    /// docs/prompt.md).
     pub(crate) snippet_tokens: usize,
     /// Multi-line suggestions when nothing stands right of the cursor. Default true.
     pub(crate) multiline: bool,

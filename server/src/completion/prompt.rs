@@ -152,7 +152,7 @@ fn is_word(c: char) -> bool {
 /// Indentation keeps all but its last character in the prompt, as the model saw indentation in
 /// training. Healing the whole indentation instead lets a first token of *more* spaces satisfy the
 /// constraint: Qwen2.5-Coder then indents one level deeper than the cursor and writes the line
-/// after it (measured on fimbench positions where it then repeated the next line).
+/// after it, repeating the next line (measurements: docs/prompt.md).
 pub(crate) fn heal_start(line: &str) -> usize {
     let trimmed = line.trim_end();
     let start = if trimmed.len() < line.len() {

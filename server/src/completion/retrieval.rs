@@ -14,8 +14,8 @@
 //! moving the cursor to the next line then keeps the prompt's start, and the KV cache with it.
 //!
 //! The scan slides one window over the lines with word counts, so it is linear in the scanned
-//! text; at most `max_scan_lines` lines around the cursor are looked at, which keeps a 10 MB file
-//! as cheap as a small one.
+//! text; at most `max_scan_lines` lines (and `max_scan_chars` characters) around the cursor are
+//! looked at, so the cost does not grow with the file.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -24,8 +24,9 @@ use ropey::Rope;
 
 /// The previous snippet is kept while its similarity is at least this fraction of the best one.
 /// Moving the cursor down a line moves the best match in a repeated region down a line too, and
-/// the old window scores lower against the new query; at 0.8 it was replaced on most moves
-/// (`scripts/cursor-moves.py`: 961 ms mean per move, 833 ms at 0.5, 1059 ms never kept).
+/// the old window scores lower against the new query. A fraction near 1 would replace it on most
+/// moves and lose the KV cache each time; half the best score keeps it through a repeated region
+/// (measurements: docs/prompt.md, `scripts/cursor-moves.py`).
 pub(crate) const KEEP_PREVIOUS_FRACTION: f32 = 0.5;
 
 /// Retrieval settings.
