@@ -170,6 +170,15 @@ fn load_with(
     Ok(Arc::new(model))
 }
 
+/// A session of `n_ctx` tokens with the default batch and threads.
+fn new_session(model: &Arc<Model>, n_ctx: usize) -> anyhow::Result<Session> {
+    let params = SessionParams {
+        n_ctx,
+        ..SessionParams::default()
+    };
+    Ok(Session::new(Arc::clone(model), params)?)
+}
+
 fn infer(args: InferArgs) -> anyhow::Result<()> {
     let model = load(&args.model, args.threads, true)?;
     let tokenizer = model.tokenizer();
@@ -178,13 +187,7 @@ fn infer(args: InferArgs) -> anyhow::Result<()> {
         prompt.extend(tokenizer.bos());
     }
     prompt.extend(tokenizer.encode(&args.prompt, args.special));
-    let mut session = Session::new(
-        Arc::clone(&model),
-        SessionParams {
-            n_ctx: args.ctx_size,
-            ..SessionParams::default()
-        },
-    )?;
+    let mut session = new_session(&model, args.ctx_size)?;
     let mut params = InferenceParameters::default()
         .with_temperature(args.temp)
         .with_top_k(args.top_k)
@@ -447,13 +450,7 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
     if let Some(rss) = resident_bytes() {
         outln!("resident:      {:.1} MiB after loading", mib(rss))?;
     }
-    let mut session = Session::new(
-        Arc::clone(&model),
-        SessionParams {
-            n_ctx: args.ctx_size,
-            ..SessionParams::default()
-        },
-    )?;
+    let mut session = new_session(&model, args.ctx_size)?;
     // Evaluate a prompt batch (large enough for the dual layout's in-place twins) and then one
     // token (the repacked matrices), so every weight page in use has been touched: the honest
     // resident figure.
