@@ -42,8 +42,9 @@ pub(crate) enum ModelError {
         #[source]
         source: LoadError,
     },
-    /// The model loaded but its session cannot be created.
-    #[error("cannot create a session for model {}", path.display())]
+    /// The model loaded but its session cannot be created. To the user this is one more reason a
+    /// model cannot be loaded; the cause tells them apart.
+    #[error("cannot load model {}", path.display())]
     Session {
         /// The model file.
         path: PathBuf,
