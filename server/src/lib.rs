@@ -1,10 +1,15 @@
-//! lmrs-lsp: the lmrs language server (`lmrs lsp`) and the one-shot `lmrs complete` command.
+//! lmrs-lsp: the lmrs language server (`lmrs lsp`), the one-shot `lmrs complete` command and the
+//! engine subcommands of the `lmrs` binary.
 //!
-//! The LSP plumbing lives in [`lsp`]; everything that decides *what* to suggest (positions, prompt
-//! building, stop rules, caches) is written as pure functions there and tested without a model.
+//! Layers, each using only those before it: [`config`]; `completion` (what to suggest: the pure
+//! prompt, retrieval and stop rules, then the model, the pipeline and its worker thread); [`lsp`]
+//! (documents, positions, cache, handlers); [`cli`] (the command line). [`report`] shows errors.
 
-pub mod complete_cli;
+pub mod cli;
+pub(crate) mod completion;
+pub(crate) mod config;
 pub mod lsp;
+pub mod report;
 
 /// `println!` that returns the write error instead of panicking, so `lmrs info MODEL | head`
 /// ends quietly when the reader goes away (`main` treats a broken pipe as a normal end).

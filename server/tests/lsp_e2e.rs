@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{items_of, LspClient};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -209,11 +209,18 @@ fn typing_through_answers_from_the_previous_suggestion() {
     c.shutdown();
 }
 
-#[test]
-fn missing_model_shows_message_and_keeps_answering() {
-    let mut c = LspClient::spawn(&["--model", "/nonexistent/model.gguf"]);
+/// Starts the server with `--model MODEL`, a path that does not load, and waits for the
+/// `window/showMessage` that reports it.
+fn start_without_model(model: &str) -> (LspClient, Value) {
+    let mut c = LspClient::spawn(&["--model", model]);
     c.initialize(&[], json!(null));
     let msg = c.notification("window/showMessage", T);
+    (c, msg)
+}
+
+#[test]
+fn missing_model_shows_message_and_keeps_answering() {
+    let (mut c, msg) = start_without_model("/nonexistent/model.gguf");
     let text = msg["params"]["message"].as_str().unwrap();
     assert!(
         text.contains("not found") && text.contains("modelPath"),
@@ -230,9 +237,7 @@ fn missing_model_shows_message_and_keeps_answering() {
 
 #[test]
 fn fake_model_paths_are_not_accepted() {
-    let mut c = LspClient::spawn(&["--model", "fake:0"]);
-    c.initialize(&[], json!(null));
-    let msg = c.notification("window/showMessage", T);
+    let (c, msg) = start_without_model("fake:0");
     let text = msg["params"]["message"].as_str().unwrap();
     assert!(text.contains("not found"), "{text}");
     c.shutdown();

@@ -14,13 +14,13 @@ use std::num::NonZeroUsize;
 use lru::LruCache;
 
 /// Bytes of text before the cursor that identify a context.
-pub const BEFORE_WINDOW: usize = 2048;
+pub(crate) const BEFORE_WINDOW: usize = 2048;
 /// Bytes of text after the cursor that identify a context.
-pub const AFTER_WINDOW: usize = 512;
+pub(crate) const AFTER_WINDOW: usize = 512;
 
 /// Where a cached answer came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Hit {
+pub(crate) enum Hit {
     /// Same context as an earlier request.
     Exact(String),
     /// The user typed the first `typed` bytes of an earlier suggestion; this is the rest.
@@ -29,7 +29,7 @@ pub enum Hit {
 
 impl Hit {
     /// The suggestion to show.
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         match self {
             Self::Exact(s) => s,
             Self::TypedThrough { rest, .. } => rest,
@@ -39,7 +39,7 @@ impl Hit {
 
 /// LRU of suggestions keyed by the text around the cursor.
 #[derive(Debug)]
-pub struct CompletionCache {
+pub(crate) struct CompletionCache {
     lru: LruCache<u64, String>,
     max_typed: usize,
 }
@@ -61,7 +61,7 @@ fn head(s: &str, n: usize) -> &str {
 }
 
 /// The cache key of a context: a hash of the windows before and after the cursor.
-pub fn context_key(before: &str, after: &str) -> u64 {
+pub(crate) fn context_key(before: &str, after: &str) -> u64 {
     let mut h = DefaultHasher::new();
     tail(before, BEFORE_WINDOW).hash(&mut h);
     head(after, AFTER_WINDOW).hash(&mut h);
@@ -70,7 +70,7 @@ pub fn context_key(before: &str, after: &str) -> u64 {
 
 impl CompletionCache {
     /// A cache of `capacity` suggestions that types through up to `max_typed` characters.
-    pub fn new(capacity: usize, max_typed: usize) -> Self {
+    pub(crate) fn new(capacity: usize, max_typed: usize) -> Self {
         let cap = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             lru: LruCache::new(cap),
@@ -79,24 +79,20 @@ impl CompletionCache {
     }
 
     /// Remembers the suggestion for a context (empty suggestions too: they are answers).
-    pub fn insert(&mut self, before: &str, after: &str, suggestion: &str) {
+    pub(crate) fn insert(&mut self, before: &str, after: &str, suggestion: &str) {
         self.lru
             .put(context_key(before, after), suggestion.to_owned());
     }
 
     /// Number of cached suggestions.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lru.len()
-    }
-
-    /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
-        self.lru.is_empty()
     }
 
     /// Looks up `before`/`after` (the text before and after the cursor; `before` should reach at least
     /// `BEFORE_WINDOW + max_typed` bytes back when the document has them).
-    pub fn lookup(&mut self, before: &str, after: &str) -> Option<Hit> {
+    pub(crate) fn lookup(&mut self, before: &str, after: &str) -> Option<Hit> {
         if let Some(s) = self.lru.get(&context_key(before, after)) {
             return Some(Hit::Exact(s.clone()));
         }

@@ -15,7 +15,7 @@ use tower_lsp_server::gen_lsp_types::Range;
 use super::position::{position_to_char, PositionEncoding};
 
 /// Out-of-order changes kept per document before they are applied regardless of gaps.
-pub const MAX_PENDING: usize = 64;
+pub(crate) const MAX_PENDING: usize = 64;
 
 /// One content change: `range: None` replaces the whole text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,9 +32,9 @@ pub struct Document {
     /// The current text.
     pub rope: Rope,
     /// The version of `rope`.
-    pub version: i32,
+    pub(crate) version: i32,
     /// The client's language id (`rust`, `python`, ...).
-    pub language_id: String,
+    pub(crate) language_id: String,
     pending: BTreeMap<i32, Vec<Edit>>,
 }
 
@@ -52,7 +52,7 @@ pub enum ChangeOutcome {
 }
 
 /// Applies one edit to a rope (positions clamped, a reversed range is normalised).
-pub fn apply_edit(rope: &mut Rope, edit: &Edit, enc: PositionEncoding) {
+fn apply_edit(rope: &mut Rope, edit: &Edit, enc: PositionEncoding) {
     match edit.range {
         None => *rope = Rope::from_str(&edit.text),
         Some(range) => {
@@ -85,11 +85,6 @@ impl Document {
             self.apply_all(&edits, enc);
             self.version = version;
         }
-    }
-
-    /// Number of changes waiting for a predecessor.
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
     }
 }
 
@@ -140,14 +135,14 @@ impl DocumentStore {
     }
 
     /// Applies every buffered change of `uri` in ascending version order, gaps or not.
-    pub fn flush(&mut self, uri: &str, enc: PositionEncoding) {
+    pub(crate) fn flush(&mut self, uri: &str, enc: PositionEncoding) {
         if let Some(doc) = self.docs.get_mut(uri) {
             doc.flush(enc);
         }
     }
 
     /// `didClose`: frees the document.
-    pub fn close(&mut self, uri: &str) -> bool {
+    pub(crate) fn close(&mut self, uri: &str) -> bool {
         self.docs.remove(uri).is_some()
     }
 
@@ -156,13 +151,9 @@ impl DocumentStore {
         self.docs.get(uri)
     }
 
-    /// Number of open documents.
-    pub fn len(&self) -> usize {
-        self.docs.len()
-    }
-
     /// Whether no document is open.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.docs.is_empty()
     }
 }

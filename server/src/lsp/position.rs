@@ -25,7 +25,7 @@ pub enum PositionEncoding {
 impl PositionEncoding {
     /// Picks the encoding from the client's preference list: UTF-8 if offered (cheapest for a rope),
     /// then UTF-32, else the mandatory UTF-16.
-    pub fn negotiate(offered: Option<&[PositionEncodingKind]>) -> Self {
+    pub(crate) fn negotiate(offered: Option<&[PositionEncodingKind]>) -> Self {
         let offered = offered.unwrap_or(&[]);
         if offered.contains(&PositionEncodingKind::UTF8) {
             Self::Utf8
@@ -37,7 +37,7 @@ impl PositionEncoding {
     }
 
     /// The LSP name of this encoding.
-    pub fn kind(self) -> PositionEncodingKind {
+    pub(crate) fn kind(self) -> PositionEncodingKind {
         match self {
             Self::Utf8 => PositionEncodingKind::UTF8,
             Self::Utf16 => PositionEncodingKind::UTF16,
@@ -47,7 +47,7 @@ impl PositionEncoding {
 }
 
 /// The chars of line `line` without its terminator; empty when the line does not exist.
-pub fn line_content(rope: &Rope, line: usize) -> RopeSlice<'_> {
+pub(crate) fn line_content(rope: &Rope, line: usize) -> RopeSlice<'_> {
     if line >= rope.len_lines() {
         return rope.slice(rope.len_chars()..);
     }
@@ -63,13 +63,13 @@ pub fn line_content(rope: &Rope, line: usize) -> RopeSlice<'_> {
 }
 
 /// UTF-8 column → char index within `line` (clamped; inside a character rounds down).
-pub fn utf8_col_to_char(line: RopeSlice<'_>, col: u32) -> usize {
+fn utf8_col_to_char(line: RopeSlice<'_>, col: u32) -> usize {
     let col = (col as usize).min(line.len_bytes());
     line.byte_to_char(col)
 }
 
 /// UTF-16 column → char index within `line` (clamped; mid-surrogate rounds down).
-pub fn utf16_col_to_char(line: RopeSlice<'_>, col: u32) -> usize {
+fn utf16_col_to_char(line: RopeSlice<'_>, col: u32) -> usize {
     let col = (col as usize).min(line.len_utf16_cu());
     let idx = line.utf16_cu_to_char(col);
     // ropey maps the second half of a surrogate pair to the char after the pair; round down.
@@ -81,22 +81,22 @@ pub fn utf16_col_to_char(line: RopeSlice<'_>, col: u32) -> usize {
 }
 
 /// UTF-32 column → char index within `line` (clamped).
-pub fn utf32_col_to_char(line: RopeSlice<'_>, col: u32) -> usize {
+fn utf32_col_to_char(line: RopeSlice<'_>, col: u32) -> usize {
     (col as usize).min(line.len_chars())
 }
 
 /// Char index within `line` → UTF-8 column.
-pub fn char_to_utf8_col(line: RopeSlice<'_>, ch: usize) -> u32 {
+fn char_to_utf8_col(line: RopeSlice<'_>, ch: usize) -> u32 {
     saturate(line.char_to_byte(ch.min(line.len_chars())))
 }
 
 /// Char index within `line` → UTF-16 column.
-pub fn char_to_utf16_col(line: RopeSlice<'_>, ch: usize) -> u32 {
+fn char_to_utf16_col(line: RopeSlice<'_>, ch: usize) -> u32 {
     saturate(line.char_to_utf16_cu(ch.min(line.len_chars())))
 }
 
 /// Char index within `line` → UTF-32 column.
-pub fn char_to_utf32_col(line: RopeSlice<'_>, ch: usize) -> u32 {
+fn char_to_utf32_col(line: RopeSlice<'_>, ch: usize) -> u32 {
     saturate(ch.min(line.len_chars()))
 }
 
@@ -105,7 +105,7 @@ fn saturate(n: usize) -> u32 {
 }
 
 /// LSP position → char index in `rope`, clamped as described in the module docs.
-pub fn position_to_char(rope: &Rope, pos: Position, enc: PositionEncoding) -> usize {
+pub(crate) fn position_to_char(rope: &Rope, pos: Position, enc: PositionEncoding) -> usize {
     let line = pos.line as usize;
     if line >= rope.len_lines() {
         return rope.len_chars();
@@ -120,7 +120,7 @@ pub fn position_to_char(rope: &Rope, pos: Position, enc: PositionEncoding) -> us
 }
 
 /// Char index in `rope` → LSP position (an index inside a line terminator maps to the line's end).
-pub fn char_to_position(rope: &Rope, ch: usize, enc: PositionEncoding) -> Position {
+pub(crate) fn char_to_position(rope: &Rope, ch: usize, enc: PositionEncoding) -> Position {
     let ch = ch.min(rope.len_chars());
     let line = rope.char_to_line(ch);
     let content = line_content(rope, line);

@@ -10,17 +10,22 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use lmrs::CancelFlag;
+use ropey::Rope;
 use tower_lsp_server::gen_lsp_types::*;
 use tower_lsp_server::jsonrpc::Result as RpcResult;
 use tower_lsp_server::{Client, LanguageServer, LspService, Server};
 use tracing::{debug, info, warn};
 
 use super::cache::{CompletionCache, Hit, AFTER_WINDOW, BEFORE_WINDOW};
-use super::config::Config;
 use super::documents::{DocumentStore, Edit};
-use super::engine::{Cancel, LoadParams};
 use super::position::{char_to_position, position_to_char, PositionEncoding};
-use super::worker::{snippet_for_cursor, CursorContext, Job, JobInput, Worker};
+use super::workspace::Workspace;
+use crate::completion::model::LoadParams;
+use crate::completion::pipeline::{Completion, CompletionInput};
+use crate::completion::worker::{Job, Worker};
+use crate::config::{Config, DEFAULT_MODEL_FILE};
+use crate::report;
 
 /// Characters that typing-through may skip over.
 const MAX_TYPED: usize = 64;
@@ -40,10 +45,10 @@ struct Shared {
     config: Mutex<Arc<Config>>,
     model: Mutex<ModelState>,
     cache: Mutex<CompletionCache>,
-    inflight: Mutex<HashMap<String, (u64, Cancel)>>,
+    inflight: Mutex<HashMap<String, (u64, CancelFlag)>>,
     /// First line of the last retrieved snippet per document (kept while still similar).
     snippet_lines: Mutex<HashMap<String, usize>>,
-    workspace: Mutex<Vec<(String, String)>>, // (folder uri with trailing '/', name)
+    workspace: Mutex<Workspace>,
     progress_supported: Mutex<bool>,
     next_id: AtomicU64,
     load_seq: AtomicU64,
@@ -55,13 +60,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The language server.
-pub struct Backend {
+struct Backend {
     client: Client,
     shared: Arc<Shared>,
 }
 
 /// Sets a request's cancel flag when its handler future is dropped (`$/cancelRequest`) or done.
-struct CancelOnDrop(Cancel);
+struct CancelOnDrop(CancelFlag);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -148,12 +153,12 @@ impl Backend {
                     format!("lmrs: model ready ({desc})"),
                 ),
                 Ok(Err(e)) => {
+                    let reason = report::describe(&e, ": ");
                     let msg = format!(
-                        "lmrs: {e}. Inline completions are off until a model loads: put {} there, or point \
-                         `--model` / initializationOptions `modelPath` at a GGUF code model (Qwen2.5-Coder recommended).",
-                        super::config::DEFAULT_MODEL_FILE
+                        "lmrs: {reason}. Inline completions are off until a model loads: put {DEFAULT_MODEL_FILE} there, or point \
+                         `--model` / initializationOptions `modelPath` at a GGUF code model (Qwen2.5-Coder recommended)."
                     );
-                    (ModelState::Failed(e.to_string()), msg)
+                    (ModelState::Failed(reason), msg)
                 }
                 Err(_) => (
                     ModelState::Failed("worker stopped".into()),
@@ -174,81 +179,43 @@ impl Backend {
         });
     }
 
-    fn workspace_of(&self, uri: &str) -> (Option<String>, Option<String>) {
-        let ws = lock(&self.shared.workspace);
-        for (root, name) in ws.iter() {
-            if let Some(rel) = uri.strip_prefix(root.as_str()) {
-                return (Some(name.clone()), Some(percent_decode(rel)));
+    /// The document's rope and the cursor in it (clamped), and whether completions are on for
+    /// its language. Pending edits are applied first; the rope clone is O(1).
+    fn snapshot(&self, uri: &str, position: Position, cfg: &Config) -> Option<Snapshot> {
+        let enc = *lock(&self.shared.encoding);
+        let mut docs = lock(&self.shared.docs);
+        docs.flush(uri, enc);
+        docs.get(uri).map(|doc| {
+            let rope = doc.rope.clone();
+            let cursor = position_to_char(&rope, position, enc);
+            Snapshot {
+                rope,
+                cursor,
+                enabled: cfg.language_enabled(&doc.language_id),
             }
-        }
-        (None, None)
+        })
     }
 
     async fn suggest(&self, uri: &Uri, position: Position, alternatives: usize) -> Suggestions {
         let uri = uri.0.as_str();
-        let enc = *lock(&self.shared.encoding);
         let cfg = self.config();
-        // Snapshot under the lock: O(1) rope clone plus the small windows the cache needs.
-        let snapshot = {
-            let mut docs = lock(&self.shared.docs);
-            docs.flush(uri, enc);
-            docs.get(uri).map(|doc| {
-                let rope = doc.rope.clone();
-                let cursor = position_to_char(&rope, position, enc);
-                let enabled = cfg.language_enabled(&doc.language_id);
-                (rope, cursor, enabled)
-            })
+        let Some(Snapshot {
+            rope,
+            cursor,
+            enabled,
+        }) = self.snapshot(uri, position, &cfg)
+        else {
+            return Suggestions::none(position);
         };
-        let Some((rope, cursor, enabled)) = snapshot else {
-            return Suggestions {
-                items: vec![],
-                position,
-                word: String::new(),
-                word_start: position,
-            };
-        };
-        let clamped = char_to_position(&rope, cursor, enc);
-        let line_start = rope.line_to_char(rope.char_to_line(cursor));
-        let mut word_at = cursor;
-        while word_at > line_start
-            && matches!(rope.char(word_at - 1), c if c.is_alphanumeric() || c == '_')
-        {
-            word_at -= 1;
-        }
-        let word: String = rope.slice(word_at..cursor).to_string();
-        let word_start = char_to_position(&rope, word_at, enc);
-        let mut out = Suggestions {
-            items: vec![],
-            position: clamped,
-            word,
-            word_start,
-        };
+        let mut out = Suggestions::at(&rope, cursor, *lock(&self.shared.encoding));
         if !enabled {
             return out;
         }
-        let crlf = rope
-            .lines()
-            .next()
-            .is_some_and(|l| l.len_chars() >= 2 && l.char(l.len_chars() - 2) == '\r');
-        let before = rope
-            .slice(cursor.saturating_sub(BEFORE_WINDOW + MAX_TYPED)..cursor)
-            .to_string();
-        let after = rope
-            .slice(cursor..(cursor + AFTER_WINDOW).min(rope.len_chars()))
-            .to_string();
+        let crlf = uses_crlf(&rope);
+        let (before, after) = cache_windows(&rope, cursor);
         if alternatives <= 1 {
-            if let Some(hit) = lock(&self.shared.cache).lookup(&before, &after) {
-                debug!(
-                    kind = if matches!(hit, Hit::Exact(_)) {
-                        "exact"
-                    } else {
-                        "typed-through"
-                    },
-                    "cache hit"
-                );
-                if !hit.text().is_empty() {
-                    out.items.push(fix_eol(hit.text(), crlf));
-                }
+            if let Some(cached) = self.cached(&before, &after) {
+                out.items.extend(cached.map(|text| fix_eol(&text, crlf)));
                 return out;
             }
         }
@@ -259,25 +226,58 @@ impl Backend {
         ) {
             return out;
         }
-        let (prefix_tokens, suffix_tokens) = cfg.budgets();
-        let ctx = CursorContext::extract(&rope, cursor, prefix_tokens, suffix_tokens);
-        let previous = lock(&self.shared.snippet_lines).get(uri).copied();
-        let snippet = snippet_for_cursor(
-            &rope,
-            cursor,
-            prefix_tokens,
-            suffix_tokens,
-            cfg.snippet_tokens,
-            previous,
+        let input = self.completion_input(uri, &rope, cursor, &cfg, alternatives);
+        drop(rope);
+        let completion = self.complete(uri, input, cfg).await;
+        if completion.cancelled {
+            return out;
+        }
+        let first = completion.items.first().map_or("", String::as_str);
+        lock(&self.shared.cache).insert(&before, &after, first);
+        out.items = completion.items.iter().map(|s| fix_eol(s, crlf)).collect();
+        out
+    }
+
+    /// The cached suggestion for these windows around the cursor, if any (`Some(None)`: the cached
+    /// answer is no suggestion).
+    fn cached(&self, before: &str, after: &str) -> Option<Option<String>> {
+        let hit = lock(&self.shared.cache).lookup(before, after)?;
+        debug!(
+            kind = if matches!(hit, Hit::Exact(_)) {
+                "exact"
+            } else {
+                "typed-through"
+            },
+            "cache hit"
         );
-        if let Some(s) = &snippet {
+        Some(Some(hit.text().to_owned()).filter(|text| !text.is_empty()))
+    }
+
+    /// What the worker needs for a completion at `cursor`; remembers the retrieved snippet's line,
+    /// so the document's next request keeps it while it is still similar.
+    fn completion_input(
+        &self,
+        uri: &str,
+        rope: &Rope,
+        cursor: usize,
+        cfg: &Config,
+        alternatives: usize,
+    ) -> CompletionInput {
+        let previous = lock(&self.shared.snippet_lines).get(uri).copied();
+        let workspace = lock(&self.shared.workspace).file(uri);
+        let input =
+            CompletionInput::at_cursor(rope, cursor, cfg, previous, workspace, alternatives);
+        if let Some(s) = &input.snippet {
             lock(&self.shared.snippet_lines).insert(uri.to_owned(), s.first_line);
         }
-        let snippet = snippet.map(|s| s.text);
-        drop(rope);
-        let (repo_name, rel_path) = self.workspace_of(uri);
+        input
+    }
+
+    /// Runs a completion on the worker, superseding the document's request in flight; dropping
+    /// the future (`$/cancelRequest`) cancels it.
+    async fn complete(&self, uri: &str, input: CompletionInput, config: Arc<Config>) -> Completion {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let cancel = Cancel::new();
+        let cancel = CancelFlag::new();
         if let Some((_, older)) =
             lock(&self.shared.inflight).insert(uri.to_owned(), (id, cancel.clone()))
         {
@@ -285,16 +285,9 @@ impl Backend {
         }
         let guard = CancelOnDrop(cancel.clone());
         let job = Job {
-            input: JobInput {
-                ctx,
-                repo_name,
-                rel_path,
-                alternatives,
-                snippet,
-            },
-            config: cfg,
-            cancel: cancel.clone(),
-            reply: tokio::sync::oneshot::channel().0,
+            input,
+            config,
+            cancel,
             id: id.to_string(),
         };
         let completion = self.shared.worker.submit(job).await.unwrap_or_default();
@@ -305,14 +298,64 @@ impl Backend {
             }
         }
         drop(guard);
-        if completion.cancelled {
-            return out;
-        }
-        let first = completion.items.first().map_or("", String::as_str);
-        lock(&self.shared.cache).insert(&before, &after, first);
-        out.items = completion.items.iter().map(|s| fix_eol(s, crlf)).collect();
-        out
+        completion
     }
+}
+
+/// A document at the moment of a request.
+struct Snapshot {
+    rope: Rope,
+    /// The cursor, in characters, clamped to the document.
+    cursor: usize,
+    /// Whether completions are on for the document's language.
+    enabled: bool,
+}
+
+impl Suggestions {
+    /// No suggestions at `position` (unknown document).
+    fn none(position: Position) -> Self {
+        Self {
+            items: vec![],
+            position,
+            word: String::new(),
+            word_start: position,
+        }
+    }
+
+    /// No suggestions yet at `cursor`, with the identifier characters before it.
+    fn at(rope: &Rope, cursor: usize, enc: PositionEncoding) -> Self {
+        let line_start = rope.line_to_char(rope.char_to_line(cursor));
+        let mut word_at = cursor;
+        while word_at > line_start
+            && matches!(rope.char(word_at - 1), c if c.is_alphanumeric() || c == '_')
+        {
+            word_at -= 1;
+        }
+        Self {
+            items: vec![],
+            position: char_to_position(rope, cursor, enc),
+            word: rope.slice(word_at..cursor).to_string(),
+            word_start: char_to_position(rope, word_at, enc),
+        }
+    }
+}
+
+/// Whether the document's first line ends in CRLF (suggestions then use CRLF line breaks too).
+fn uses_crlf(rope: &Rope) -> bool {
+    rope.lines()
+        .next()
+        .is_some_and(|l| l.len_chars() >= 2 && l.char(l.len_chars() - 2) == '\r')
+}
+
+/// The text before and after the cursor that the cache keys on.
+fn cache_windows(rope: &Rope, cursor: usize) -> (String, String) {
+    let before = rope
+        .slice(cursor.saturating_sub(BEFORE_WINDOW + MAX_TYPED)..cursor)
+        .to_string();
+    let after = rope
+        .slice(cursor..(cursor + AFTER_WINDOW).min(rope.len_chars()))
+        .to_string();
+    (before, after)
 }
 
 fn fix_eol(s: &str, crlf: bool) -> String {
@@ -321,31 +364,6 @@ fn fix_eol(s: &str, crlf: bool) -> String {
     } else {
         s.to_owned()
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && b[i + 1].is_ascii_hexdigit()
-            && b[i + 2].is_ascii_hexdigit()
-        {
-            let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
-            out.push(hex(b[i + 1]) * 16 + hex(b[i + 2]));
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn folder_name(uri: &str) -> String {
-    percent_decode(uri.trim_end_matches('/').rsplit('/').next().unwrap_or(""))
 }
 
 impl LanguageServer for Backend {
@@ -375,27 +393,7 @@ impl LanguageServer for Backend {
                 }
             }
         }
-        let mut folders = Vec::new();
-        if let Some(WorkspaceFolders::WorkspaceFolderList(list)) =
-            &params.workspace_folders_initialize_params.workspace_folders
-        {
-            for f in list {
-                folders.push((
-                    format!("{}/", f.uri.0.trim_end_matches('/')),
-                    f.name.clone(),
-                ));
-            }
-        }
-        #[allow(deprecated)]
-        if folders.is_empty() {
-            if let Some(root) = &params.root_uri {
-                folders.push((
-                    format!("{}/", root.0.trim_end_matches('/')),
-                    folder_name(&root.0),
-                ));
-            }
-        }
-        *lock(&self.shared.workspace) = folders;
+        *lock(&self.shared.workspace) = Workspace::from_initialize(&params);
         info!(encoding = ?enc, "initialize");
         let capabilities = ServerCapabilities {
             position_encoding: Some(enc.kind()),
@@ -553,7 +551,7 @@ impl LanguageServer for Backend {
 }
 
 /// Runs the server on stdin/stdout until the client exits.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let worker = Worker::spawn()?;
     let (service, socket) = LspService::new(move |client| Backend::new(client, config, worker));
     Server::new(tokio::io::stdin(), tokio::io::stdout(), socket)
@@ -561,17 +559,4 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .serve(service)
         .await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uri_helpers() {
-        assert_eq!(percent_decode("a%20b/c%C3%A9.rs"), "a b/cé.rs");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(folder_name("file:///home/u/my%20proj/"), "my proj");
-    }
 }

@@ -9,67 +9,85 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::prompt::FimOrder;
-
 /// File name of the default model inside the model directory.
-pub const DEFAULT_MODEL_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+pub(crate) const DEFAULT_MODEL_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 
 /// Errors from applying a configuration override.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The override is not an object or has a field of the wrong type.
     #[error("invalid lmrs configuration: {0}")]
     Invalid(#[from] serde_json::Error),
 }
 
+/// Order of the FIM parts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum FimOrder {
+    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>L` where P ends at the start of the cursor line
+    /// and L is the cursor line before the cursor: the order the model was trained on (the hole just
+    /// starts at the line start), and typing within a line only appends to the end of the prompt.
+    #[default]
+    #[serde(alias = "linepsm", alias = "line_psm")]
+    LinePsm,
+    /// `<|fim_suffix|>S<|fim_prefix|>P<|fim_middle|>`: typing only appends to the end of the prompt,
+    /// but Qwen2.5-Coder was not trained on this order and completes worse in it (measurements:
+    /// docs/prompt.md).
+    Spm,
+    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>`: P ends at the cursor, so every keystroke
+    /// changes P and the whole suffix is evaluated again.
+    Psm,
+}
+
 /// Server configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// GGUF model file. Default: `$LMRS_MODEL_DIR/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf`, else
     /// `~/.local/share/lmrs/models/` with that name.
-    pub model_path: Option<PathBuf>,
+    pub(crate) model_path: Option<PathBuf>,
     /// Threads for the engine. Default: the number of CPUs, at most 8.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// KV-cache size in tokens. Default 2048.
-    pub context_size: usize,
+    pub(crate) context_size: usize,
     /// Most generated tokens per suggestion. Default 64.
-    pub max_tokens: usize,
+    pub(crate) max_tokens: usize,
     /// Sampling temperature; 0 is greedy. Default 0.
-    pub temperature: f32,
+    pub(crate) temperature: f32,
     /// Tokens of text before the cursor in the prompt. Default 384 (3× the suffix).
-    pub prefix_tokens: usize,
+    pub(crate) prefix_tokens: usize,
     /// Tokens of text after the cursor in the prompt. Default 128.
-    pub suffix_tokens: usize,
+    pub(crate) suffix_tokens: usize,
     /// FIM order: `line-psm`, `spm` or `psm`. Default `line-psm`: prefix up to the cursor line's
     /// start, suffix, then the cursor line before the cursor after `<|fim_middle|>` (trained order,
     /// and typing within a line keeps the KV cache; see docs/prompt.md).
-    pub fim_order: FimOrder,
+    pub(crate) fim_order: FimOrder,
     /// Put Qwen's repo-level header (`<|repo_name|>` workspace folder name, `<|file_sep|>` relative
-    /// path) before the FIM part. Default false: with suffix-first order it made Qwen2.5-Coder-0.5B
-    /// complete the wrong function in our first checks (see docs/prompt.md).
-    pub repo_header: bool,
+    /// path) before the FIM part. Default false: with suffix-first order the header can lead the
+    /// model to complete the wrong function (measurements: docs/prompt.md).
+    pub(crate) repo_header: bool,
     /// The prefix window starts on a multiple of this many lines. Default 16.
-    pub block_lines: usize,
+    pub(crate) block_lines: usize,
     /// Tokens of similar code retrieved from elsewhere in the document (the lines most like those
     /// above the cursor and what followed them), shown before the prefix; 0 turns retrieval off.
-    /// Default 0: 64 gained 2 of 120 fimbench positions for ~10% more time per new prompt, and a
-    /// snippet that changes with the cursor's line costs a full prompt evaluation (docs/prompt.md).
-    pub snippet_tokens: usize,
+    /// Default 0: the snippet lengthens every new prompt, and one that changes with the cursor's
+    /// line costs a full prompt evaluation, for a small gain in suggestions (measurements:
+    /// docs/prompt.md).
+    pub(crate) snippet_tokens: usize,
     /// Multi-line suggestions when nothing stands right of the cursor. Default true.
-    pub multiline: bool,
+    pub(crate) multiline: bool,
     /// Most lines of a multi-line suggestion. Default 8.
-    pub max_lines: usize,
+    pub(crate) max_lines: usize,
     /// Time budget of one request in milliseconds, counted from its start; generation always gets
     /// at least half of it, and alternatives are only tried within it. Default 800, so a keystroke
     /// is answered within about a second.
-    pub timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
     /// Suggestions for an explicitly invoked inline completion (sampled after the greedy one). Default 3.
-    pub alternatives: usize,
+    pub(crate) alternatives: usize,
     /// Per-language enable by LSP language id, e.g. `{"markdown": false}`; unlisted languages are on.
-    pub languages: BTreeMap<String, bool>,
+    pub(crate) languages: BTreeMap<String, bool>,
     /// Suggestions kept in the LRU cache. Default 256.
-    pub cache_size: usize,
+    pub(crate) cache_size: usize,
 }
 
 impl Default for Config {
@@ -110,7 +128,7 @@ fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
 impl Config {
     /// This configuration with a partial JSON override applied (`null` or a non-object is ignored;
     /// an `lmrs` member is used when present, so both `{"lmrs": {...}}` and `{...}` work).
-    pub fn merged(&self, patch: &serde_json::Value) -> Result<Config, ConfigError> {
+    pub(crate) fn merged(&self, patch: &serde_json::Value) -> Result<Config, ConfigError> {
         let patch = patch.get("lmrs").unwrap_or(patch);
         if !patch.is_object() {
             return Ok(self.clone());
@@ -121,7 +139,7 @@ impl Config {
     }
 
     /// The model file to load.
-    pub fn resolved_model_path(&self) -> PathBuf {
+    pub(crate) fn resolved_model_path(&self) -> PathBuf {
         if let Some(p) = &self.model_path {
             return p.clone();
         }
@@ -137,13 +155,13 @@ impl Config {
     }
 
     /// Whether completions are on for a language id.
-    pub fn language_enabled(&self, language_id: &str) -> bool {
+    pub(crate) fn language_enabled(&self, language_id: &str) -> bool {
         self.languages.get(language_id).copied().unwrap_or(true)
     }
 
     /// Prefix and suffix budgets shrunk (proportionally) so that they, the generation budget and a
     /// small allowance for special tokens and the header fit the context.
-    pub fn budgets(&self) -> (usize, usize) {
+    pub(crate) fn budgets(&self) -> (usize, usize) {
         let room = self.context_size.saturating_sub(self.max_tokens + 64);
         let want = self.prefix_tokens + self.suffix_tokens;
         if want <= room || want == 0 {
@@ -154,7 +172,7 @@ impl Config {
     }
 
     /// Whether a change from `self` to `other` needs the model reloaded.
-    pub fn needs_reload(&self, other: &Config) -> bool {
+    pub(crate) fn needs_reload(&self, other: &Config) -> bool {
         self.resolved_model_path() != other.resolved_model_path()
             || self.threads != other.threads
             || self.context_size != other.context_size

@@ -26,9 +26,11 @@
 
 use std::fmt::Write as _;
 
+use crate::config::FimOrder;
+
 /// FIM special tokens, named after Qwen2.5-Coder's spelling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FimToken {
+pub(crate) enum FimToken {
     /// `<|fim_prefix|>`
     Prefix,
     /// `<|fim_suffix|>`
@@ -43,7 +45,7 @@ pub enum FimToken {
 
 impl FimToken {
     /// Qwen's literal spelling, used when rendering prompts for tests and logs.
-    pub fn literal(self) -> &'static str {
+    pub(crate) fn literal(self) -> &'static str {
         match self {
             Self::Prefix => "<|fim_prefix|>",
             Self::Suffix => "<|fim_suffix|>",
@@ -56,7 +58,7 @@ impl FimToken {
 
 /// A piece of a prompt: text to tokenize (special tokens not parsed) or one special token.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Segment {
+pub(crate) enum Segment {
     /// Plain text.
     Text(String),
     /// A FIM control token.
@@ -65,77 +67,59 @@ pub enum Segment {
 
 /// Which FIM tokens the model has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FimSupport {
+pub(crate) struct FimSupport {
     /// prefix, suffix and middle all exist.
-    pub fim: bool,
+    pub(crate) fim: bool,
     /// `<|repo_name|>` and `<|file_sep|>` exist.
-    pub repo: bool,
-}
-
-/// Order of the FIM parts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FimOrder {
-    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>L` where P ends at the start of the cursor line
-    /// and L is the cursor line before the cursor: the order the model was trained on (the hole just
-    /// starts at the line start), and typing within a line only appends to the end of the prompt.
-    #[default]
-    #[serde(alias = "linepsm", alias = "line_psm")]
-    LinePsm,
-    /// `<|fim_suffix|>S<|fim_prefix|>P<|fim_middle|>`: typing only appends to the end of the prompt,
-    /// but Qwen2.5-Coder was not trained on this order (much lower exact match).
-    Spm,
-    /// `<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>`: P ends at the cursor, so every keystroke
-    /// changes P and the whole suffix is evaluated again.
-    Psm,
+    pub(crate) repo: bool,
 }
 
 /// Budgets and layout choices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PromptParams {
+pub(crate) struct PromptParams {
     /// Most tokens of text before the cursor.
-    pub prefix_tokens: usize,
+    pub(crate) prefix_tokens: usize,
     /// Most tokens of text after the cursor.
-    pub suffix_tokens: usize,
+    pub(crate) suffix_tokens: usize,
     /// FIM order.
-    pub order: FimOrder,
+    pub(crate) order: FimOrder,
     /// The prefix window starts on a multiple of this many lines (1 = no quantization).
-    pub block_lines: usize,
+    pub(crate) block_lines: usize,
     /// Most tokens of the retrieved snippet (whole lines, kept from its end).
-    pub snippet_tokens: usize,
+    pub(crate) snippet_tokens: usize,
 }
 
 /// The text around the cursor, as the caller extracted it from the document.
 #[derive(Clone, Copy, Debug)]
-pub struct PromptInput<'a> {
+pub(crate) struct PromptInput<'a> {
     /// Text from the start of line `prefix_first_line` to the cursor.
-    pub prefix: &'a str,
+    pub(crate) prefix: &'a str,
     /// Absolute (0-based) line number of the first line of `prefix`.
-    pub prefix_first_line: usize,
+    pub(crate) prefix_first_line: usize,
     /// Text from the cursor on (the caller may have cut it).
-    pub suffix: &'a str,
+    pub(crate) suffix: &'a str,
     /// Workspace folder name, for the repo-level header.
-    pub repo_name: Option<&'a str>,
+    pub(crate) repo_name: Option<&'a str>,
     /// Path of the file relative to the workspace folder.
-    pub file_path: Option<&'a str>,
+    pub(crate) file_path: Option<&'a str>,
     /// Similar code from elsewhere in the file (see [`super::retrieval`]), shown before the prefix.
-    pub snippet: Option<&'a str>,
+    pub(crate) snippet: Option<&'a str>,
 }
 
 /// A built prompt.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BuiltPrompt {
+pub(crate) struct BuiltPrompt {
     /// The prompt, in order.
-    pub segments: Vec<Segment>,
+    pub(crate) segments: Vec<Segment>,
     /// Text removed from the end of the prefix that the generation must start with.
-    pub heal: String,
+    pub(crate) heal: String,
     /// Absolute line where the prefix window starts.
-    pub prefix_start_line: usize,
+    pub(crate) prefix_start_line: usize,
 }
 
 impl BuiltPrompt {
     /// The prompt as one string with FIM tokens spelled out (tests, debug logs).
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         for seg in &self.segments {
             match seg {
@@ -168,8 +152,8 @@ fn is_word(c: char) -> bool {
 /// Indentation keeps all but its last character in the prompt, as the model saw indentation in
 /// training. Healing the whole indentation instead lets a first token of *more* spaces satisfy the
 /// constraint: Qwen2.5-Coder then indents one level deeper than the cursor and writes the line
-/// after it (measured on fimbench positions where it then repeated the next line).
-pub fn heal_start(line: &str) -> usize {
+/// after it, repeating the next line (measurements: docs/prompt.md).
+pub(crate) fn heal_start(line: &str) -> usize {
     let trimmed = line.trim_end();
     let start = if trimmed.len() < line.len() {
         let last = line.chars().next_back().map_or(0, char::len_utf8);
@@ -220,7 +204,7 @@ fn last_lines_within(lines: &[&str], budget: usize, count: &dyn Fn(&str) -> usiz
 }
 
 /// Builds the prompt. `count` returns the number of model tokens of a text.
-pub fn build_prompt(
+pub(crate) fn build_prompt(
     input: &PromptInput<'_>,
     fim: FimSupport,
     params: &PromptParams,

@@ -1,4 +1,4 @@
-//! Engine subcommands of the `lmrs` binary: `infer`, `tokenize`, `bench`, `info`.
+//! Engine subcommands of `lmrs`: `infer`, `tokenize`, `bench`, `info`.
 //!
 //! They drive the engine directly (no LSP) for demos, debugging and benchmarking.
 
@@ -7,16 +7,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::outln;
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use lmrs::{
     InferenceFeedback, InferenceParameters, Model, ModelParams, Session, SessionParams, TokenId,
 };
-use lmrs_lsp::outln;
 
 /// Subcommands that talk to the engine directly.
 #[derive(Debug, Subcommand)]
-pub enum EngineCommand {
+pub(crate) enum EngineCommand {
     /// Generate text from a prompt, streaming it to stdout.
     Infer(InferArgs),
     /// Print the token ids of a text as a JSON array (no BOS added).
@@ -29,7 +29,7 @@ pub enum EngineCommand {
 
 /// Arguments of `lmrs infer`.
 #[derive(Debug, Args)]
-pub struct InferArgs {
+pub(crate) struct InferArgs {
     /// GGUF model file.
     #[arg(short, long)]
     model: PathBuf,
@@ -76,7 +76,7 @@ pub struct InferArgs {
 
 /// Arguments of `lmrs tokenize`.
 #[derive(Debug, Args)]
-pub struct TokenizeArgs {
+pub(crate) struct TokenizeArgs {
     /// GGUF model file.
     #[arg(short, long)]
     model: PathBuf,
@@ -93,7 +93,7 @@ pub struct TokenizeArgs {
 
 /// Arguments of `lmrs bench`.
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// GGUF model file.
     #[arg(short, long)]
     model: PathBuf,
@@ -129,7 +129,7 @@ pub struct BenchArgs {
 
 /// Arguments of `lmrs info`.
 #[derive(Debug, Args)]
-pub struct InfoArgs {
+pub(crate) struct InfoArgs {
     /// GGUF model file.
     model: PathBuf,
     /// Context size of the session whose memory is reported.
@@ -138,7 +138,7 @@ pub struct InfoArgs {
 }
 
 /// Runs one engine subcommand.
-pub fn run(command: EngineCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: EngineCommand) -> anyhow::Result<()> {
     match command {
         EngineCommand::Infer(args) => infer(args),
         EngineCommand::Tokenize(args) => tokenize(args),
@@ -170,6 +170,15 @@ fn load_with(
     Ok(Arc::new(model))
 }
 
+/// A session of `n_ctx` tokens with the default batch and threads.
+fn new_session(model: &Arc<Model>, n_ctx: usize) -> anyhow::Result<Session> {
+    let params = SessionParams {
+        n_ctx,
+        ..SessionParams::default()
+    };
+    Ok(Session::new(Arc::clone(model), params)?)
+}
+
 fn infer(args: InferArgs) -> anyhow::Result<()> {
     let model = load(&args.model, args.threads, true)?;
     let tokenizer = model.tokenizer();
@@ -178,13 +187,7 @@ fn infer(args: InferArgs) -> anyhow::Result<()> {
         prompt.extend(tokenizer.bos());
     }
     prompt.extend(tokenizer.encode(&args.prompt, args.special));
-    let mut session = Session::new(
-        Arc::clone(&model),
-        SessionParams {
-            n_ctx: args.ctx_size,
-            ..SessionParams::default()
-        },
-    )?;
+    let mut session = new_session(&model, args.ctx_size)?;
     let mut params = InferenceParameters::default()
         .with_temperature(args.temp)
         .with_top_k(args.top_k)
@@ -447,13 +450,7 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
     if let Some(rss) = resident_bytes() {
         outln!("resident:      {:.1} MiB after loading", mib(rss))?;
     }
-    let mut session = Session::new(
-        Arc::clone(&model),
-        SessionParams {
-            n_ctx: args.ctx_size,
-            ..SessionParams::default()
-        },
-    )?;
+    let mut session = new_session(&model, args.ctx_size)?;
     // Evaluate a prompt batch (large enough for the dual layout's in-place twins) and then one
     // token (the repacked matrices), so every weight page in use has been touched: the honest
     // resident figure.

@@ -15,29 +15,30 @@
 //! Token and time budgets and end-of-generation / special tokens are enforced by the caller, which
 //! then calls [`StopRules::finish`].
 
-use super::engine::{Alternative, GenToken, TokenId};
+use lmrs::{GeneratedToken, InferenceFeedback, RunnerUp, TokenId};
 
 /// How much less likely than the token it replaces a runner-up may be for [`branch_point`], in nats:
 /// `exp(-1.1)` ≈ 1/3 of its probability.
-pub const BRANCH_MAX_GAP: f32 = 1.1;
+pub(crate) const BRANCH_MAX_GAP: f32 = 1.1;
 
 /// A generated token, kept with the model's second choice at that step.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Generated {
+pub(crate) struct Generated {
     /// Token id.
-    pub id: TokenId,
+    pub(crate) id: TokenId,
     /// Its text.
-    pub text: String,
-    /// The most likely other token.
-    pub runner_up: Option<Alternative>,
+    pub(crate) text: String,
+    /// The most likely other token, with its text (kept only when that is whole UTF-8).
+    pub(crate) runner_up: Option<(RunnerUp, String)>,
 }
 
-impl From<&GenToken<'_>> for Generated {
-    fn from(token: &GenToken<'_>) -> Self {
+impl Generated {
+    /// Keeps a generated token and its runner-up with the runner-up's text.
+    pub(crate) fn new(token: &GeneratedToken<'_>, runner_up: Option<(RunnerUp, &str)>) -> Self {
         Self {
             id: token.id,
             text: token.text.to_owned(),
-            runner_up: token.runner_up.clone(),
+            runner_up: runner_up.map(|(runner_up, text)| (runner_up, text.to_owned())),
         }
     }
 }
@@ -49,13 +50,17 @@ impl From<&GenToken<'_>> for Generated {
 /// latest, because the start of the copied line is usually right too and the copy goes wrong where
 /// the new line's content differs; an earlier branch would throw away what the model was sure of.
 /// `generated` starts with the healed text `heal`; `ctx` is the stop rules' context.
-pub fn branch_point(generated: &[Generated], heal: &str, ctx: &StopContext) -> Option<usize> {
+pub(crate) fn branch_point(
+    generated: &[Generated],
+    heal: &str,
+    ctx: &StopContext,
+) -> Option<usize> {
     let mut text = String::new();
     let mut found = None;
     for (index, token) in generated.iter().enumerate() {
-        if let Some(alternative) = &token.runner_up {
-            let candidate = format!("{text}{}", alternative.text);
-            if alternative.gap <= BRANCH_MAX_GAP && spells_another_line(&candidate, heal, ctx) {
+        if let Some((runner_up, runner_up_text)) = &token.runner_up {
+            let candidate = format!("{text}{runner_up_text}");
+            if runner_up.gap <= BRANCH_MAX_GAP && spells_another_line(&candidate, heal, ctx) {
                 found = Some(index);
             }
         }
@@ -82,7 +87,7 @@ fn spells_another_line(candidate: &str, heal: &str, ctx: &StopContext) -> bool {
 
 /// Whether a suggestion may span several lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LineMode {
+pub(crate) enum LineMode {
     /// Stop at the first line break.
     Single,
     /// Several lines, bounded by indentation and `max_lines`.
@@ -91,25 +96,25 @@ pub enum LineMode {
 
 /// The context the stop rules need, taken from the document around the cursor.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StopContext {
+pub(crate) struct StopContext {
     /// Line mode in effect.
-    pub mode: LineMode,
+    pub(crate) mode: LineMode,
     /// Leading whitespace characters of the cursor line.
-    pub cursor_indent: usize,
+    pub(crate) cursor_indent: usize,
     /// The cursor line's text before the cursor, without its indentation.
-    pub before_cursor: String,
+    pub(crate) before_cursor: String,
     /// Text right of the cursor on its line, trimmed (empty if none).
-    pub right_of_cursor: String,
+    pub(crate) right_of_cursor: String,
     /// The first non-blank line after the cursor line, trimmed.
-    pub next_line: Option<String>,
+    pub(crate) next_line: Option<String>,
     /// Most lines in multi-line mode.
-    pub max_lines: usize,
+    pub(crate) max_lines: usize,
 }
 
 impl StopContext {
     /// Derives the context from the cursor line and the text after the cursor.
     /// Single-line mode is forced when non-blank text stands right of the cursor.
-    pub fn new(
+    pub(crate) fn new(
         line_before_cursor: &str,
         after_cursor: &str,
         multiline: bool,
@@ -173,18 +178,9 @@ impl StopContext {
     }
 }
 
-/// What the caller should do after a piece of text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Keep generating.
-    Continue,
-    /// A rule ended the completion.
-    Stop,
-}
-
 /// Streaming stop-rule state for one generation.
 #[derive(Debug)]
-pub struct StopRules {
+pub(crate) struct StopRules {
     ctx: StopContext,
     heal_left: String,
     text: String,
@@ -198,7 +194,7 @@ pub struct StopRules {
 
 impl StopRules {
     /// Starts a generation that must begin with `heal`.
-    pub fn new(ctx: StopContext, heal: &str) -> Self {
+    pub(crate) fn new(ctx: StopContext, heal: &str) -> Self {
         Self {
             ctx,
             heal_left: heal.to_owned(),
@@ -213,35 +209,35 @@ impl StopRules {
 
     /// Whether the first line was dropped for repeating the next line (the suggestion is then
     /// empty; see [`branch_point`]).
-    pub fn repeated_first_line(&self) -> bool {
+    pub(crate) fn repeated_first_line(&self) -> bool {
         self.repeated_first_line
     }
 
     /// The healed text not yet generated.
-    pub fn pending_heal(&self) -> &str {
+    pub(crate) fn pending_heal(&self) -> &str {
         &self.heal_left
     }
 
     /// Whether the generation did not start with the healed text (the suggestion is then empty).
-    pub fn diverged(&self) -> bool {
+    pub(crate) fn diverged(&self) -> bool {
         self.diverged
     }
 
     /// The text accepted so far (heal removed, rules not yet finalised).
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         &self.text
     }
 
     /// Feeds decoded text.
-    pub fn push(&mut self, piece: &str) -> Step {
+    pub(crate) fn push(&mut self, piece: &str) -> InferenceFeedback {
         if self.stopped {
-            return Step::Stop;
+            return InferenceFeedback::Halt;
         }
         let mut piece = piece;
         if !self.heal_left.is_empty() {
             if self.heal_left.starts_with(piece) {
                 self.heal_left.drain(..piece.len());
-                return Step::Continue;
+                return InferenceFeedback::Continue;
             } else if let Some(rest) = piece.strip_prefix(self.heal_left.as_str()) {
                 self.heal_left.clear();
                 piece = rest;
@@ -255,13 +251,13 @@ impl StopRules {
         self.check()
     }
 
-    fn stop(&mut self) -> Step {
+    fn stop(&mut self) -> InferenceFeedback {
         self.stopped = true;
-        Step::Stop
+        InferenceFeedback::Halt
     }
 
     /// Cuts the text at byte `at` (dropping the line break before it) and stops.
-    fn cut(&mut self, at: usize) -> Step {
+    fn cut(&mut self, at: usize) -> InferenceFeedback {
         self.text.truncate(at);
         if self.text.ends_with('\n') {
             self.text.pop();
@@ -272,7 +268,7 @@ impl StopRules {
         self.stop()
     }
 
-    fn check(&mut self) -> Step {
+    fn check(&mut self) -> InferenceFeedback {
         loop {
             let rest = &self.text[self.line_start..];
             let newline = rest.find('\n');
@@ -291,7 +287,7 @@ impl StopRules {
                 }
             }
             let Some(nl) = newline else {
-                return Step::Continue;
+                return InferenceFeedback::Continue;
             };
             if self.ctx.repeats_next_line(line, first) {
                 self.repeated_first_line = first;
@@ -310,7 +306,7 @@ impl StopRules {
     /// Final suggestion: the last line's rules applied, trailing blank lines and whitespace removed.
     /// `budget_cut` says the token or time budget ended the generation: an unfinished last line of
     /// a multi-line suggestion is then dropped rather than shown half-written.
-    pub fn finish(mut self, budget_cut: bool) -> String {
+    pub(crate) fn finish(mut self, budget_cut: bool) -> String {
         if budget_cut && !self.stopped && self.lines > 0 {
             self.text.truncate(self.line_start);
         }
@@ -351,7 +347,7 @@ mod tests {
         let mut used = 0;
         for p in pieces {
             used += 1;
-            if rules.push(p) == Step::Stop {
+            if rules.push(p) == InferenceFeedback::Halt {
                 break;
             }
         }
@@ -420,7 +416,7 @@ mod tests {
             "er()"
         );
         let mut rules = StopRules::new(StopContext::new("a", "", true, 8), " fo");
-        assert_eq!(rules.push(" bar"), Step::Stop);
+        assert_eq!(rules.push(" bar"), InferenceFeedback::Halt);
         assert!(rules.diverged());
         assert_eq!(rules.finish(false), "");
     }
@@ -428,8 +424,8 @@ mod tests {
     #[test]
     fn max_lines_bounds_multi_line() {
         let mut rules = StopRules::new(StopContext::new("", "", true, 2), "");
-        assert_eq!(rules.push("a\n"), Step::Continue);
-        assert_eq!(rules.push("b\nc\n"), Step::Stop);
+        assert_eq!(rules.push("a\n"), InferenceFeedback::Continue);
+        assert_eq!(rules.push("b\nc\n"), InferenceFeedback::Halt);
         assert_eq!(rules.finish(false), "a\nb");
     }
 
@@ -452,11 +448,7 @@ mod tests {
         Generated {
             id: 0,
             text: text.to_owned(),
-            runner_up: runner_up.map(|(text, gap)| Alternative {
-                id: 1,
-                text: text.to_owned(),
-                gap,
-            }),
+            runner_up: runner_up.map(|(text, gap)| (RunnerUp { id: 1, gap }, text.to_owned())),
         }
     }
 
@@ -500,27 +492,15 @@ mod tests {
     fn branch_point_skips_respellings_and_what_follows_the_line() {
         // "to_owned(), 3" and ");\n" (gaps 0.5, 1.8 above) spell the same line; so would "q" for "qu".
         let mut tokens = copied_line(3.0);
-        tokens[3].runner_up = Some(Alternative {
-            id: 1,
-            text: "q".to_owned(),
-            gap: 0.1,
-        });
+        tokens[3].runner_up = Some((RunnerUp { id: 1, gap: 0.1 }, "q".to_owned()));
         assert_eq!(branch_point(&tokens, " ", &ctx_before("        ")), Some(0));
         // The token after the line break (gap 0.1) is not part of the repeated line.
         tokens[0].runner_up = None;
         assert_eq!(branch_point(&tokens, " ", &ctx_before("        ")), None);
         // A runner-up ending the line differently counts; a blank line does not.
-        tokens[7].runner_up = Some(Alternative {
-            id: 1,
-            text: "); // qux\n".to_owned(),
-            gap: 1.0,
-        });
+        tokens[7].runner_up = Some((RunnerUp { id: 1, gap: 1.0 }, "); // qux\n".to_owned()));
         assert_eq!(branch_point(&tokens, " ", &ctx_before("        ")), Some(7));
-        tokens[0].runner_up = Some(Alternative {
-            id: 1,
-            text: "\n".to_owned(),
-            gap: 0.0,
-        });
+        tokens[0].runner_up = Some((RunnerUp { id: 1, gap: 0.0 }, "\n".to_owned()));
         tokens[7].runner_up = None;
         assert_eq!(branch_point(&tokens, "", &ctx_before("        ")), None);
     }
@@ -555,7 +535,10 @@ mod tests {
         // Cursor after `map.insert("`: the first line repeats the next one together with it.
         let ctx = ctx_before("        map.insert(\"");
         let mut rules = StopRules::new(ctx.clone(), "");
-        assert_eq!(rules.push("qux\".to_owned(), 30);\n"), Step::Stop);
+        assert_eq!(
+            rules.push("qux\".to_owned(), 30);\n"),
+            InferenceFeedback::Halt
+        );
         assert!(rules.repeated_first_line());
         assert_eq!(rules.finish(false), "");
         let tokens = vec![
@@ -565,7 +548,10 @@ mod tests {
         assert_eq!(branch_point(&tokens, "", &ctx), Some(0));
         // "qux" alone after another start is no repeat.
         let mut rules = StopRules::new(ctx_before("        map.remove(\""), "");
-        assert_eq!(rules.push("qux\".to_owned(), 30);\n"), Step::Continue);
+        assert_eq!(
+            rules.push("qux\".to_owned(), 30);\n"),
+            InferenceFeedback::Continue
+        );
         assert!(!rules.repeated_first_line());
     }
 }

@@ -14,8 +14,8 @@
 //! moving the cursor to the next line then keeps the prompt's start, and the KV cache with it.
 //!
 //! The scan slides one window over the lines with word counts, so it is linear in the scanned
-//! text; at most `max_scan_lines` lines around the cursor are looked at, which keeps a 10 MB file
-//! as cheap as a small one.
+//! text; at most `max_scan_lines` lines (and `max_scan_chars` characters) around the cursor are
+//! looked at, so the cost does not grow with the file.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -24,23 +24,24 @@ use ropey::Rope;
 
 /// The previous snippet is kept while its similarity is at least this fraction of the best one.
 /// Moving the cursor down a line moves the best match in a repeated region down a line too, and
-/// the old window scores lower against the new query; at 0.8 it was replaced on most moves
-/// (`scripts/cursor-moves.py`: 961 ms mean per move, 833 ms at 0.5, 1059 ms never kept).
-pub const KEEP_PREVIOUS_FRACTION: f32 = 0.5;
+/// the old window scores lower against the new query. A fraction near 1 would replace it on most
+/// moves and lose the KV cache each time; half the best score keeps it through a repeated region
+/// (measurements: docs/prompt.md, `scripts/cursor-moves.py`).
+pub(crate) const KEEP_PREVIOUS_FRACTION: f32 = 0.5;
 
 /// Retrieval settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SnippetParams {
+pub(crate) struct SnippetParams {
     /// Lines above the cursor line that form the query (and the size of a compared window).
-    pub query_lines: usize,
+    pub(crate) query_lines: usize,
     /// Lines after the matching window included in the snippet.
-    pub follow_lines: usize,
+    pub(crate) follow_lines: usize,
     /// Least Jaccard similarity (0..=1) for a window to be used.
-    pub min_similarity: f32,
+    pub(crate) min_similarity: f32,
     /// Most lines looked at, centred on the cursor.
-    pub max_scan_lines: usize,
+    pub(crate) max_scan_lines: usize,
     /// Most characters looked at, centred on the cursor (files of very long lines).
-    pub max_scan_chars: usize,
+    pub(crate) max_scan_chars: usize,
 }
 
 impl Default for SnippetParams {
@@ -57,13 +58,13 @@ impl Default for SnippetParams {
 
 /// A retrieved piece of the document.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Snippet {
+pub(crate) struct Snippet {
     /// Absolute (0-based) line where the snippet starts.
-    pub first_line: usize,
+    pub(crate) first_line: usize,
     /// The snippet's lines, each ending in a line break.
-    pub text: String,
+    pub(crate) text: String,
     /// Jaccard similarity of its first `query_lines` lines with the query.
-    pub similarity: f32,
+    pub(crate) similarity: f32,
 }
 
 /// The words of a line: runs of letters, digits and `_` of at least two characters.
@@ -75,7 +76,7 @@ fn words(line: &str) -> impl Iterator<Item = &str> {
 /// Finds the snippet most similar to the lines above `cursor_line`, outside `exclude` (the lines
 /// the prompt already shows), preferring the one starting at line `previous` while it is still
 /// similar enough. `None` when the query has no words or nothing is similar enough.
-pub fn similar_snippet(
+pub(crate) fn similar_snippet(
     rope: &Rope,
     cursor_line: usize,
     exclude: Range<usize>,

@@ -1,0 +1,113 @@
+//! The configuration flags of `lmrs lsp` (and `lmrs complete`): defaults that
+//! `initializationOptions` and `workspace/didChangeConfiguration` override in the server.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::{Config, FimOrder};
+
+/// Command-line flags that set configuration defaults (`initializationOptions` and
+/// `workspace/didChangeConfiguration` override them in the server).
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct ConfigArgs {
+    /// GGUF model file [default: $LMRS_MODEL_DIR/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf]
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Engine threads [default: CPUs, at most 8]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// KV-cache size in tokens [default: 2048]
+    #[arg(long, value_name = "TOKENS")]
+    context_size: Option<usize>,
+    /// Most generated tokens per suggestion [default: 64]
+    #[arg(long, value_name = "TOKENS")]
+    max_tokens: Option<usize>,
+    /// Sampling temperature, 0 = greedy [default: 0]
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Prompt tokens before the cursor [default: 384]
+    #[arg(long, value_name = "TOKENS")]
+    prefix_tokens: Option<usize>,
+    /// Prompt tokens after the cursor [default: 128]
+    #[arg(long, value_name = "TOKENS")]
+    suffix_tokens: Option<usize>,
+    /// FIM order: line-psm (prefix to the cursor line's start, suffix, then the cursor line),
+    /// spm (suffix first) or psm (plain prefix-suffix-middle) [default: line-psm]
+    #[arg(long, value_parser = parse_order)]
+    fim_order: Option<FimOrder>,
+    /// Single-line suggestions only
+    #[arg(long)]
+    single_line: bool,
+    /// Time budget per completion in milliseconds [default: 800]
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<u64>,
+    /// The prefix window starts on a multiple of this many lines (1 = no rounding) [default: 16]
+    #[arg(long, value_name = "LINES")]
+    block_lines: Option<usize>,
+    /// Start the prompt with Qwen's repo-level header (workspace folder name, file path)
+    #[arg(long)]
+    repo_header: bool,
+    /// Prompt tokens of similar code retrieved from elsewhere in the file, 0 = off, e.g. 64 [default: 0]
+    #[arg(long, value_name = "TOKENS")]
+    snippet_tokens: Option<usize>,
+}
+
+fn parse_order(s: &str) -> Result<FimOrder, String> {
+    match s {
+        "line-psm" | "linepsm" => Ok(FimOrder::LinePsm),
+        "spm" => Ok(FimOrder::Spm),
+        "psm" => Ok(FimOrder::Psm),
+        _ => Err(format!("unknown FIM order {s:?} (line-psm, spm or psm)")),
+    }
+}
+
+impl ConfigArgs {
+    /// The defaults with these flags applied.
+    pub(crate) fn to_config(&self) -> Config {
+        let mut c = Config::default();
+        if let Some(v) = &self.model {
+            c.model_path = Some(v.clone());
+        }
+        macro_rules! set {
+            ($($f:ident),*) => { $(if let Some(v) = self.$f { c.$f = v; })* };
+        }
+        set!(
+            threads,
+            context_size,
+            max_tokens,
+            temperature,
+            prefix_tokens,
+            suffix_tokens,
+            fim_order,
+            timeout_ms,
+            block_lines,
+            snippet_tokens
+        );
+        if self.single_line {
+            c.multiline = false;
+        }
+        if self.repo_header {
+            c.repo_header = true;
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_defaults() {
+        let a = ConfigArgs {
+            max_tokens: Some(9),
+            single_line: true,
+            ..ConfigArgs::default()
+        };
+        let c = a.to_config();
+        assert_eq!(c.max_tokens, 9);
+        assert!(!c.multiline);
+        assert_eq!(c.context_size, Config::default().context_size);
+    }
+}

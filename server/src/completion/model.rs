@@ -1,0 +1,271 @@
+//! The loaded model and its warm session: one `Arc<lmrs::Model>` and one `lmrs::Session` whose KV
+//! cache keeps the longest common token prefix between requests.
+//!
+//! Everything model-specific the completion pipeline needs is here: tokenizing prompt segments,
+//! which FIM tokens exist, and one generation call. There is no mock: tests run the real engine on
+//! tiny random-weight models written by `lmrs_fixtures::tiny`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lmrs::{
+    CancelFlag, GeneratedToken, InferError, InferenceFeedback, InferenceParameters, InferenceStats,
+    LoadError, Model, ModelParams, RunnerUp, Session, SessionParams, StopReason, TokenId,
+};
+
+use super::prompt::{FimSupport, FimToken, Segment};
+
+/// What to load.
+#[derive(Clone, Debug)]
+pub(crate) struct LoadParams {
+    /// Model file.
+    pub(crate) path: PathBuf,
+    /// Engine threads.
+    pub(crate) threads: usize,
+    /// KV-cache size.
+    pub(crate) context_size: usize,
+}
+
+/// Errors from loading a model and creating its session.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ModelError {
+    /// The model file does not exist.
+    #[error("model file not found: {}", .0.display())]
+    NotFound(PathBuf),
+    /// The file exists but the engine cannot load it.
+    #[error("cannot load model {}", path.display())]
+    Load {
+        /// The model file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: LoadError,
+    },
+    /// The model loaded but its session cannot be created. To the user this is one more reason a
+    /// model cannot be loaded; the cause tells them apart.
+    #[error("cannot load model {}", path.display())]
+    Session {
+        /// The model file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: InferError,
+    },
+    /// The engine panicked while loading.
+    #[error("cannot load model {}: engine panicked", .0.display())]
+    Panicked(PathBuf),
+}
+
+/// One generation request.
+#[derive(Clone, Debug)]
+pub(crate) struct GenRequest<'a> {
+    /// Prompt token ids (not empty).
+    pub(crate) prompt: &'a [TokenId],
+    /// Most tokens to generate.
+    pub(crate) max_tokens: usize,
+    /// 0 = greedy.
+    pub(crate) temperature: f32,
+    /// Sampling seed.
+    pub(crate) seed: u64,
+    /// Bytes the generation must start with (token healing).
+    pub(crate) required_prefix: &'a str,
+    /// Most wall time for generating, counted from the first generated token (a long prompt
+    /// evaluation is not wasted by a budget it used up).
+    pub(crate) time_budget: Duration,
+}
+
+/// What one generation did.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Generation {
+    /// The engine's figures.
+    pub(crate) stats: InferenceStats,
+    /// The time budget halted it.
+    late: bool,
+}
+
+impl Generation {
+    /// Whether the token, time or context budget ended the generation (not a stop rule or
+    /// end-of-text).
+    pub(crate) fn budget_cut(&self) -> bool {
+        self.late
+            || matches!(
+                self.stats.stop,
+                StopReason::MaxTokens | StopReason::ContextFull
+            )
+    }
+}
+
+/// A loaded model with its warm session. Lives on the worker thread.
+pub(crate) struct CompletionModel {
+    model: Arc<Model>,
+    session: Session,
+}
+
+impl CompletionModel {
+    /// Loads the model for `params.path` and creates its session.
+    pub(crate) fn load(params: &LoadParams) -> Result<Self, ModelError> {
+        let path = &params.path;
+        if !path.is_file() {
+            return Err(ModelError::NotFound(path.clone()));
+        }
+        let model_params = ModelParams {
+            n_threads: params.threads.max(1),
+            ..ModelParams::default()
+        };
+        let model = Model::load(path, model_params).map_err(|source| ModelError::Load {
+            path: path.clone(),
+            source,
+        })?;
+        let model = Arc::new(model);
+        let n_ctx = params
+            .context_size
+            .min(model.info().hyperparameters.n_ctx_train.max(256));
+        let session = Session::new(
+            Arc::clone(&model),
+            SessionParams {
+                n_ctx,
+                n_batch: 512.min(n_ctx),
+                n_threads: params.threads.max(1),
+            },
+        )
+        .map_err(|source| ModelError::Session {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self { model, session })
+    }
+
+    /// Token ids of `text`, special tokens not parsed.
+    pub(crate) fn encode(&self, text: &str) -> Vec<TokenId> {
+        self.model.tokenizer().encode(text, false)
+    }
+
+    /// Number of tokens of `text` (budgets).
+    pub(crate) fn count(&self, text: &str) -> usize {
+        self.encode(text).len()
+    }
+
+    /// The id of a FIM token, if the model has it.
+    pub(crate) fn fim_token(&self, token: FimToken) -> Option<TokenId> {
+        let fim = self.model.tokenizer().fim();
+        match token {
+            FimToken::Prefix => fim.prefix,
+            FimToken::Suffix => fim.suffix,
+            FimToken::Middle => fim.middle,
+            FimToken::RepoName => fim.repo_name,
+            FimToken::FileSep => fim.file_separator,
+        }
+    }
+
+    /// Which FIM features the model supports.
+    pub(crate) fn fim_support(&self) -> FimSupport {
+        let has = |t| self.fim_token(t).is_some();
+        FimSupport {
+            fim: has(FimToken::Prefix) && has(FimToken::Suffix) && has(FimToken::Middle),
+            repo: has(FimToken::RepoName) && has(FimToken::FileSep),
+        }
+    }
+
+    /// Prompt segments → token ids.
+    pub(crate) fn segments_to_tokens(&self, segments: &[Segment]) -> Vec<TokenId> {
+        let mut out = Vec::new();
+        for seg in segments {
+            match seg {
+                Segment::Text(t) => out.extend(self.encode(t)),
+                Segment::Token(t) => out.extend(self.fim_token(*t)),
+            }
+        }
+        out
+    }
+
+    /// Generates after `req.prompt`, calling `on_token` with each token and its runner-up with
+    /// the runner-up's text (when that text is whole UTF-8); stops when it returns
+    /// [`InferenceFeedback::Halt`], at end-of-generation or any special token, at the token or time
+    /// budget, or when `cancel` is set (within one token), which is the error
+    /// [`InferError::Cancelled`].
+    pub(crate) fn generate<F>(
+        &mut self,
+        req: &GenRequest<'_>,
+        cancel: &CancelFlag,
+        mut on_token: F,
+    ) -> Result<Generation, InferError>
+    where
+        F: FnMut(&GeneratedToken<'_>, Option<(RunnerUp, &str)>) -> InferenceFeedback,
+    {
+        // Leave room for the generation: drop the start of an over-long prompt (the builder's
+        // budgets make this rare).
+        let room = self
+            .session
+            .n_ctx()
+            .saturating_sub(req.max_tokens.min(self.session.n_ctx() / 2))
+            .max(1);
+        let prompt = &req.prompt[req.prompt.len().saturating_sub(room)..];
+        self.session.set_cancel_flag(cancel.clone());
+        let mut params = InferenceParameters::default()
+            .with_temperature(req.temperature)
+            .with_seed(req.seed)
+            .with_required_prefix(req.required_prefix.as_bytes().to_vec())
+            .with_suppress_special(true)
+            .with_runner_up(true);
+        if req.temperature <= 0.0 {
+            params = params.with_top_k(1);
+        }
+        let tokenizer = self.model.tokenizer();
+        let budget = req.time_budget;
+        let mut deadline = None;
+        let mut late = false;
+        let stats = self.session.infer(prompt, req.max_tokens, &params, |t| {
+            if tokenizer.is_special(t.id) {
+                return InferenceFeedback::Halt;
+            }
+            let now = Instant::now();
+            if now >= *deadline.get_or_insert(now + budget) {
+                late = true;
+                return InferenceFeedback::Halt;
+            }
+            let runner_up = t.runner_up.and_then(|r| {
+                let text = std::str::from_utf8(tokenizer.token_bytes(r.id)).ok()?;
+                Some((r, text))
+            });
+            on_token(t, runner_up)
+        })?;
+        Ok(Generation { stats, late })
+    }
+
+    /// A one-line description for logs and messages.
+    pub(crate) fn describe(&self) -> String {
+        let info = self.model.info();
+        format!(
+            "{} ({}, {} layers, {} MB), context {}",
+            info.name.as_deref().unwrap_or("model"),
+            info.architecture,
+            info.hyperparameters.n_layer,
+            info.file_size / 1_000_000,
+            self.session.n_ctx()
+        )
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// The real engine on a tiny random-weight Qwen2 model (written once per test process).
+    pub(crate) fn tiny_model() -> CompletionModel {
+        static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        let path = PATH.get_or_init(|| {
+            let p =
+                std::env::temp_dir().join(format!("lmrs-model-tiny-{}.gguf", std::process::id()));
+            lmrs_fixtures::tiny::write_tiny_model(&p, lmrs_fixtures::tiny::TinyArch::Qwen2, 7)
+                .unwrap();
+            p
+        });
+        CompletionModel::load(&LoadParams {
+            path: path.clone(),
+            threads: 1,
+            context_size: 1024,
+        })
+        .unwrap()
+    }
+}
