@@ -361,14 +361,7 @@ impl Session {
         let tokenizer = model.tokenizer();
         let prompt_tokens: Vec<TokenId> = match prompt.into() {
             Prompt::Tokens(tokens) => tokens.to_vec(),
-            Prompt::Text(text) => {
-                let mut tokens = Vec::new();
-                if tokenizer.add_bos() {
-                    tokens.extend(tokenizer.bos());
-                }
-                tokens.extend(tokenizer.encode(text, false));
-                tokens
-            }
+            Prompt::Text(text) => tokenizer.encode_prompt(text, false),
         };
         let prompt_stats = self.feed(&prompt_tokens)?;
         let started = Instant::now();

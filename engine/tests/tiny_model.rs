@@ -179,11 +179,16 @@ fn tiny_vocabulary_is_a_working_byte_level_bpe() {
                 assert_eq!(prefix_text, "<|fim_prefix|>");
                 assert!(fim.repo_name.is_some());
                 assert!(!tokenizer.add_bos());
+                let text = tokenizer.encode("def f():", false);
+                assert_eq!(tokenizer.encode_prompt("def f():", false), text);
             }
             TinyArch::Llama => {
                 assert_eq!(prefix_text, "<fim_prefix>");
                 assert!(tokenizer.add_bos());
                 assert_eq!(tokenizer.bos(), Some(0));
+                let text = tokenizer.encode("def f():", false);
+                let prompt = tokenizer.encode_prompt("def f():", false);
+                assert_eq!((prompt[0], &prompt[1..]), (0, &text[..]));
             }
         }
     }

@@ -163,6 +163,14 @@ impl Tokenizer {
         self.encode_bytes(text.as_bytes(), parse_special)
     }
 
+    /// The tokens of a prompt that starts a sequence: BOS when the model asks for one
+    /// (`tokenizer.ggml.add_bos_token`), then [`encode`](Self::encode) of `text`.
+    pub fn encode_prompt(&self, text: &str, parse_special: bool) -> Vec<TokenId> {
+        let mut tokens: Vec<TokenId> = self.bos().filter(|_| self.add_bos).into_iter().collect();
+        tokens.extend(self.encode(text, parse_special));
+        tokens
+    }
+
     /// Tokenizes bytes that may not be UTF-8, as llama.cpp does: byte-level BPE reads each stray
     /// byte as U+FFFD, SentencePiece falls back to byte tokens for it. Otherwise as [`encode`](Self::encode).
     pub fn encode_bytes(&self, bytes: &[u8], parse_special: bool) -> Vec<TokenId> {

@@ -125,14 +125,7 @@ pub fn session(model: &Arc<Model>, n_ctx: usize, n_batch: usize) -> Session {
 
 /// The tokens of [`CODE_PROMPT`] (with BOS where the model wants one).
 pub fn code_tokens(model: &Model) -> Vec<TokenId> {
-    let tokenizer = model.tokenizer();
-    let mut tokens: Vec<TokenId> = tokenizer
-        .bos()
-        .filter(|_| tokenizer.add_bos())
-        .into_iter()
-        .collect();
-    tokens.extend(tokenizer.encode(CODE_PROMPT, false));
-    tokens
+    model.tokenizer().encode_prompt(CODE_PROMPT, false)
 }
 
 /// Largest absolute difference between two logit vectors of the same length.

@@ -182,11 +182,7 @@ fn new_session(model: &Arc<Model>, n_ctx: usize) -> anyhow::Result<Session> {
 fn infer(args: InferArgs) -> anyhow::Result<()> {
     let model = load(&args.model, args.threads, true)?;
     let tokenizer = model.tokenizer();
-    let mut prompt: Vec<TokenId> = Vec::new();
-    if tokenizer.add_bos() {
-        prompt.extend(tokenizer.bos());
-    }
-    prompt.extend(tokenizer.encode(&args.prompt, args.special));
+    let prompt = tokenizer.encode_prompt(&args.prompt, args.special);
     let mut session = new_session(&model, args.ctx_size)?;
     let mut params = InferenceParameters::default()
         .with_temperature(args.temp)
