@@ -1277,6 +1277,13 @@ mod tests {
         values.iter().flat_map(|x| x.to_le_bytes()).collect()
     }
 
+    fn first_tensor_values(frozen: &FrozenContext) -> Vec<f32> {
+        let mut values = Vec::new();
+        let tensor = frozen.tensors().next().expect("a tensor");
+        tensor.read_f32_into(&mut values).expect("F32 data");
+        values
+    }
+
     #[test]
     fn computes_a_small_matmul() {
         let ctx = Context::new(8, 16).unwrap();
@@ -1351,16 +1358,7 @@ mod tests {
         let frozen = store.freeze().unwrap();
         shareable(&frozen);
         let values = std::thread::scope(|scope| {
-            let reader = scope.spawn(|| {
-                let mut values = Vec::new();
-                frozen
-                    .tensors()
-                    .next()
-                    .unwrap()
-                    .read_f32_into(&mut values)
-                    .unwrap();
-                values
-            });
+            let reader = scope.spawn(|| first_tensor_values(&frozen));
             reader.join().unwrap()
         });
         assert_eq!(values, vec![1.0, 2.0, 3.0]);
@@ -1374,14 +1372,7 @@ mod tests {
         let frozen = context
             .freeze_in_shared_bytes(Arc::clone(&bytes), &[8])
             .unwrap();
-        let mut values = Vec::new();
-        frozen
-            .tensors()
-            .next()
-            .unwrap()
-            .read_f32_into(&mut values)
-            .unwrap();
-        assert_eq!(values, vec![3.0, 4.0]);
+        assert_eq!(first_tensor_values(&frozen), vec![3.0, 4.0]);
         let context = Context::new(1, 0).unwrap();
         context.new_tensor("w", TensorType::F32, &[2]);
         assert!(context.freeze_in_shared_bytes(bytes, &[12]).is_err());
