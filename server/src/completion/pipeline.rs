@@ -64,7 +64,8 @@ impl CompletionInput {
 /// What one completion cost, summed over its generations.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct CompletionStats {
-    /// Prompt tokens found in the KV cache by the first generation.
+    /// Prompt tokens found in the KV cache, summed over the alternatives (not a branch's: those
+    /// are the request's own tokens).
     pub(crate) reused: usize,
     /// Prompt tokens evaluated.
     pub(crate) evaluated: usize,
