@@ -83,6 +83,12 @@ pub enum GgmlError {
         /// Tensor name.
         name: String,
     },
+    /// Memory to place tensors in does not start at a multiple of GGML's tensor alignment.
+    #[error("the memory to place tensors in is not aligned to {alignment} bytes")]
+    Misaligned {
+        /// The alignment GGML requires.
+        alignment: usize,
+    },
     /// A tensor to be given memory already has some (or is a view of another tensor's).
     #[error("tensor {name:?} already has memory")]
     AlreadyPlaced {
@@ -109,6 +115,9 @@ pub enum GgmlError {
         actual: usize,
     },
 }
+
+/// Alignment GGML requires of memory that tensors are placed in (`TENSOR_ALIGNMENT` in ggml-impl.h).
+const TENSOR_ALIGNMENT: usize = 32;
 
 static INIT: Once = Once::new();
 
@@ -377,6 +386,13 @@ impl Context {
         }
         let bytes = (*owner).as_ref();
         let (ptr, len) = (bytes.as_ptr(), bytes.len());
+        // GGML asserts (aborts) on memory that is not aligned for its tensors; a file mapping
+        // starts on a page boundary, bytes in a `Vec` may not.
+        if !(ptr as usize).is_multiple_of(TENSOR_ALIGNMENT) {
+            return Err(GgmlError::Misaligned {
+                alignment: TENSOR_ALIGNMENT,
+            });
+        }
         for (tensor, &offset) in tensors.iter().zip(offsets) {
             if tensor.has_data() || tensor.is_view() {
                 return Err(GgmlError::AlreadyPlaced {
@@ -1364,9 +1380,30 @@ mod tests {
         assert_eq!(values, vec![1.0, 2.0, 3.0]);
     }
 
+    /// Bytes aligned as GGML requires of host memory (a file mapping is page-aligned).
+    #[repr(align(32))]
+    struct Aligned([u8; 17]);
+
+    impl AsRef<[u8]> for Aligned {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    /// The same bytes, one past the alignment.
+    struct OffByOne(Aligned);
+
+    impl AsRef<[u8]> for OffByOne {
+        fn as_ref(&self) -> &[u8] {
+            &self.0 .0[1..]
+        }
+    }
+
     #[test]
     fn shared_bytes_are_placed_only_where_they_fit() {
-        let bytes: Arc<dyn AsRef<[u8]> + Send + Sync> = Arc::new(floats(&[1.0, 2.0, 3.0, 4.0]));
+        let mut aligned = Aligned([0; 17]);
+        aligned.0[..16].copy_from_slice(&floats(&[1.0, 2.0, 3.0, 4.0]));
+        let bytes: Arc<dyn AsRef<[u8]> + Send + Sync> = Arc::new(aligned);
         let context = Context::new(1, 0).unwrap();
         context.new_tensor("w", TensorType::F32, &[2]);
         let frozen = context
@@ -1375,7 +1412,19 @@ mod tests {
         assert_eq!(first_tensor_values(&frozen), vec![3.0, 4.0]);
         let context = Context::new(1, 0).unwrap();
         context.new_tensor("w", TensorType::F32, &[2]);
-        assert!(context.freeze_in_shared_bytes(bytes, &[12]).is_err());
+        assert!(matches!(
+            context.freeze_in_shared_bytes(bytes, &[12]),
+            Err(GgmlError::SizeMismatch { .. })
+        ));
+        // Misaligned memory is an error here, not an abort inside GGML.
+        let mut aligned = Aligned([0; 17]);
+        aligned.0[1..9].copy_from_slice(&floats(&[1.0, 2.0]));
+        let context = Context::new(1, 0).unwrap();
+        context.new_tensor("w", TensorType::F32, &[2]);
+        assert!(matches!(
+            context.freeze_in_shared_bytes(Arc::new(OffByOne(aligned)), &[0]),
+            Err(GgmlError::Misaligned { alignment: 32 })
+        ));
     }
 
     #[test]
