@@ -74,6 +74,24 @@ pub(crate) struct Config {
     /// line costs a full prompt evaluation, for a small gain in suggestions (measurements:
     /// docs/prompt.md).
     pub(crate) snippet_tokens: usize,
+    /// Prompt tokens of definitions from other files of the project (the names the file imports
+    /// and uses around the cursor), labelled with their paths at the start of the prompt; they are
+    /// taken from the prefix's budget, so the prompt does not grow. 0 turns project context off.
+    pub(crate) context_tokens: usize,
+    /// Look up definitions in the other open documents (their current text). Default true.
+    pub(crate) context_open_documents: bool,
+    /// Index the workspace folders on disk in the background (respecting `.gitignore`) and look up
+    /// definitions there. Default true.
+    pub(crate) context_workspace: bool,
+    /// Workspace files larger than this many bytes are not indexed. Default 512 KiB.
+    pub(crate) index_max_file_bytes: u64,
+    /// At most this many workspace files are indexed. Default 20,000.
+    pub(crate) index_max_files: usize,
+    /// The index stops after reading this many bytes. Default 128 MiB.
+    pub(crate) index_max_total_bytes: u64,
+    /// Globs (gitignore syntax, relative to a workspace folder) of files never indexed, e.g.
+    /// `["vendor/**", "*.generated.ts"]`.
+    pub(crate) index_exclude: Vec<String>,
     /// Multi-line suggestions when nothing stands right of the cursor. Default true.
     pub(crate) multiline: bool,
     /// Most lines of a multi-line suggestion. Default 8.
@@ -104,6 +122,13 @@ impl Default for Config {
             repo_header: false,
             block_lines: 16,
             snippet_tokens: 0,
+            context_tokens: 128,
+            context_open_documents: true,
+            context_workspace: true,
+            index_max_file_bytes: 512 * 1024,
+            index_max_files: 20_000,
+            index_max_total_bytes: 128 << 20,
+            index_exclude: Vec::new(),
             multiline: true,
             max_lines: 8,
             timeout_ms: 800,

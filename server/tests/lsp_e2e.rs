@@ -427,3 +427,99 @@ fn retrieved_snippet_reaches_the_prompt_and_stays_when_the_cursor_moves_down() {
     let prompts = log_text.matches("unique_marker_line").count();
     assert!(prompts >= 2, "both prompts show the far test: {log_text}");
 }
+
+/// Waits until the debug log at `log` has a line containing `needle`.
+fn wait_for_log(log: &std::path::Path, needle: &str) -> String {
+    let end = std::time::Instant::now() + T;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < end, "no {needle:?} in: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn definitions_from_closed_files_of_the_workspace_reach_the_prompt_and_nothing_from_outside() {
+    let dir = std::env::temp_dir().join(format!("lmrs-e2e-project-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let workspace = dir.join("shop");
+    std::fs::create_dir_all(workspace.join("pkg")).unwrap();
+    std::fs::create_dir_all(dir.join("outside")).unwrap();
+    std::fs::write(
+        workspace.join("pkg/checksums.py"),
+        "def compute_checksum(data):\n    \"\"\"Adler-32 of data.\"\"\"\n    return sum(data) % 65521\n",
+    )
+    .unwrap();
+    // Defined only outside the workspace folder: must never be read.
+    std::fs::write(
+        dir.join("outside/secrets.py"),
+        "def reveal_secret_token():\n    return 'hunter2'\n",
+    )
+    .unwrap();
+    let main = "from .checksums import compute_checksum\nfrom secrets import reveal_secret_token\n\n\ndef verify(data, expected):\n    ok = \n";
+    std::fs::write(workspace.join("pkg/main.py"), main).unwrap();
+
+    let log = dir.join("server.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut c = LspClient::spawn_with_log(
+        &["--model", tiny_model(), "--threads", "1"],
+        "debug",
+        file.into(),
+    );
+    let root = format!("file://{}", workspace.display());
+    c.request(
+        "initialize",
+        json!({
+            "processId": null,
+            "rootUri": root,
+            "workspaceFolders": [{"uri": root, "name": "shop"}],
+            "capabilities": {
+                "window": {"workDoneProgress": true},
+                "textDocument": {"inlineCompletion": {"dynamicRegistration": false}}
+            },
+            "initializationOptions": {"maxTokens": 2, "contextTokens": 200},
+        }),
+    );
+    c.notify("initialized", json!({}));
+    c.wait_model_ready(T);
+    wait_for_log(&log, "workspace indexed");
+
+    let uri = format!("{root}/pkg/main.py");
+    c.open(&uri, "python", main);
+    c.inline_texts(&uri, 5, 9);
+    // The prompt is logged at debug level: the closed file's definition, labelled with its path,
+    // comes before the current file.
+    let text = wait_for_log(&log, "<|file_sep|>pkg/main.py");
+    assert!(
+        text.contains("<|file_sep|>pkg/checksums.py\ndef compute_checksum(data):"),
+        "the closed file's definition is in the prompt: {text}"
+    );
+    assert!(
+        !text.contains("reveal_secret_token():") && !text.contains("hunter2"),
+        "nothing from outside the workspace: {text}"
+    );
+
+    // A new definition saved to disk is used after didSave.
+    std::fs::write(
+        workspace.join("pkg/checksums.py"),
+        "def compute_checksum(data):\n    return sum(data) % 65521\n\n\ndef compute_digest_v2(data, rounds):\n    return data\n",
+    )
+    .unwrap();
+    c.notify(
+        "textDocument/didSave",
+        json!({"textDocument": {"uri": format!("{root}/pkg/checksums.py")}}),
+    );
+    let edited = main.replace("compute_checksum\n", "compute_checksum, compute_digest_v2\n");
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": edited}]}),
+    );
+    c.inline_texts(&uri, 5, 9);
+    let text = wait_for_log(&log, "def compute_digest_v2(data, rounds):");
+    assert!(text.contains("didSave: re-indexed"), "{text}");
+    c.shutdown();
+    std::fs::remove_dir_all(&dir).ok();
+}

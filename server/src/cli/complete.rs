@@ -13,6 +13,7 @@ use ropey::Rope;
 use super::lsp_flags::ConfigArgs;
 use crate::completion::model::{CompletionModel, LoadParams};
 use crate::completion::pipeline::{run_completion, CompletionInput};
+use crate::completion::project::{ProjectIndex, WalkParams};
 use crate::lsp::position::line_content;
 
 /// Arguments of `lmrs complete`.
@@ -74,7 +75,30 @@ pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
         Some(ws) => workspace_file(ws, &file)?,
         None => (None, None),
     };
-    let input = CompletionInput::at_cursor(&rope, cursor, &cfg, None, workspace, 1);
+    // The project's definitions: the workspace folder indexed here and now (the server does it
+    // in the background).
+    let mut index = ProjectIndex::default();
+    if let (Some(folder), true) = (
+        &args.workspace,
+        cfg.context_tokens > 0 && cfg.context_workspace,
+    ) {
+        let stats = index.index_folder(folder, &WalkParams::from_config(&cfg), &|| false);
+        eprintln!(
+            "lmrs: indexed {} files ({} definitions) of {} in {} ms{}",
+            stats.files,
+            stats.definitions,
+            folder.display(),
+            stats.millis,
+            if stats.capped {
+                ", stopped at a cap"
+            } else {
+                ""
+            }
+        );
+    }
+    let current = workspace.1.clone().unwrap_or_default();
+    let project = |name: &str| index.provided(name, &[], &current);
+    let input = CompletionInput::at_cursor(&rope, cursor, &cfg, None, workspace, 1, &project);
     for _ in 0..args.repeat.max(1) {
         let c = run_completion(&mut model, &input, &cfg, &CancelFlag::new())?;
         crate::outln!("{}", c.items.first().map_or("", String::as_str))?;

@@ -51,6 +51,13 @@ pub(crate) struct ConfigArgs {
     /// Prompt tokens of similar code retrieved from elsewhere in the file, 0 = off, e.g. 64 [default: 0]
     #[arg(long, value_name = "TOKENS")]
     snippet_tokens: Option<usize>,
+    /// Prompt tokens of definitions from other files of the project (taken from the prefix's),
+    /// 0 = off [default: 128]
+    #[arg(long, value_name = "TOKENS")]
+    context_tokens: Option<usize>,
+    /// Do not index the workspace folders on disk (other open documents are still looked up)
+    #[arg(long)]
+    no_workspace_index: bool,
 }
 
 fn parse_order(s: &str) -> Result<FimOrder, String> {
@@ -82,8 +89,12 @@ impl ConfigArgs {
             fim_order,
             timeout_ms,
             block_lines,
-            snippet_tokens
+            snippet_tokens,
+            context_tokens
         );
+        if self.no_workspace_index {
+            c.context_workspace = false;
+        }
         if self.single_line {
             c.multiline = false;
         }

@@ -11,8 +11,11 @@
 //! runs the real engine on tiny random-weight models.
 
 pub(crate) mod context;
+pub(crate) mod cross_file;
+pub(crate) mod definitions;
 pub(crate) mod model;
 pub(crate) mod pipeline;
+pub(crate) mod project;
 pub(crate) mod prompt;
 pub(crate) mod retrieval;
 pub(crate) mod stop_rules;

@@ -8,6 +8,7 @@ use ropey::Rope;
 use tracing::debug;
 
 use super::context::{snippet_for_cursor, CursorContext};
+use super::cross_file::{rank_context, ContextChunk, Provided};
 use super::model::{CompletionModel, GenRequest};
 use super::prompt::{build_prompt, PromptInput, PromptParams};
 use super::retrieval::Snippet;
@@ -27,13 +28,17 @@ pub(crate) struct CompletionInput {
     pub(crate) alternatives: usize,
     /// Similar code from elsewhere in the document, for the prompt.
     pub(crate) snippet: Option<Snippet>,
+    /// Definitions from other files of the project, best first (see [`super::cross_file`]).
+    pub(crate) context: Vec<ContextChunk>,
 }
 
 impl CompletionInput {
     /// Copies what a completion at `cursor` needs out of the document: the text around the cursor
     /// and, when `cfg` asks for it, similar code from elsewhere (`previous_snippet` is the first
     /// line of the snippet of the document's previous request). `workspace` is the workspace
-    /// folder's name and the file's path inside it, when known.
+    /// folder's name and the file's path inside it, when known; `project` looks up the
+    /// definitions of a name in the project's other files (context is only gathered for a file
+    /// with a path in a workspace folder, and when `cfg.context_tokens` is not 0).
     pub(crate) fn at_cursor(
         rope: &Rope,
         cursor: usize,
@@ -41,10 +46,23 @@ impl CompletionInput {
         previous_snippet: Option<usize>,
         workspace: (Option<String>, Option<String>),
         alternatives: usize,
+        project: &dyn Fn(&str) -> Vec<Provided>,
     ) -> Self {
         let (prefix_tokens, suffix_tokens) = cfg.budgets();
         let (repo_name, rel_path) = workspace;
+        let context = match &rel_path {
+            Some(path) if cfg.context_tokens > 0 => {
+                let cursor_line = rope.char_to_line(cursor.min(rope.len_chars()));
+                let chunks = rank_context(&rope.to_string(), path, cursor_line, project);
+                for chunk in &chunks {
+                    debug!(name = %chunk.name, path = %chunk.path, line = chunk.line, "context candidate");
+                }
+                chunks
+            }
+            _ => Vec::new(),
+        };
         Self {
+            context,
             ctx: CursorContext::extract(rope, cursor, prefix_tokens, suffix_tokens),
             repo_name,
             rel_path,
@@ -114,13 +132,16 @@ pub(crate) fn run_completion(
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_millis(cfg.timeout_ms);
     let (prefix_tokens, suffix_tokens) = cfg.budgets();
+    // The repository format labels other files' chunks with paths, so context brings it along.
+    let show_repo = cfg.repo_header || (cfg.context_tokens > 0 && !input.context.is_empty());
     let prompt_input = PromptInput {
         prefix: &input.ctx.prefix,
         prefix_first_line: input.ctx.prefix_first_line,
         suffix: &input.ctx.suffix,
-        repo_name: input.repo_name.as_deref().filter(|_| cfg.repo_header),
-        file_path: input.rel_path.as_deref().filter(|_| cfg.repo_header),
+        repo_name: input.repo_name.as_deref().filter(|_| show_repo),
+        file_path: input.rel_path.as_deref().filter(|_| show_repo),
         snippet: input.snippet.as_ref().map(|s| s.text.as_str()),
+        context: &input.context,
     };
     let params = PromptParams {
         prefix_tokens,
@@ -128,6 +149,7 @@ pub(crate) fn run_completion(
         order: cfg.fim_order,
         block_lines: cfg.block_lines,
         snippet_tokens: cfg.snippet_tokens,
+        context_tokens: cfg.context_tokens,
     };
     let prompt = build_prompt(&prompt_input, model.fim_support(), &params, &|t| {
         model.count(t)
@@ -375,6 +397,7 @@ mod tests {
                 rel_path: None,
                 alternatives: 1,
                 snippet: None,
+                context: Vec::new(),
             };
             run_completion(&mut model, &input, &cfg, &CancelFlag::new()).unwrap()
         };
@@ -406,6 +429,7 @@ mod tests {
             rel_path: None,
             alternatives: 3,
             snippet: None,
+            context: Vec::new(),
         };
         let c = run_completion(&mut model, &input, &Config::default(), &cancel).unwrap();
         assert!(c.items.is_empty());

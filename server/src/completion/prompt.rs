@@ -26,6 +26,9 @@
 
 use std::fmt::Write as _;
 
+use super::cross_file::ContextChunk;
+use super::definitions::Language;
+
 use crate::config::FimOrder;
 
 /// FIM special tokens, named after Qwen2.5-Coder's spelling.
@@ -87,6 +90,8 @@ pub(crate) struct PromptParams {
     pub(crate) block_lines: usize,
     /// Most tokens of the retrieved snippet (whole lines, kept from its end).
     pub(crate) snippet_tokens: usize,
+    /// Most tokens of definitions from other files (taken from the prefix's budget).
+    pub(crate) context_tokens: usize,
 }
 
 /// The text around the cursor, as the caller extracted it from the document.
@@ -104,6 +109,9 @@ pub(crate) struct PromptInput<'a> {
     pub(crate) file_path: Option<&'a str>,
     /// Similar code from elsewhere in the file (see [`super::retrieval`]), shown before the prefix.
     pub(crate) snippet: Option<&'a str>,
+    /// Definitions from other files (see [`super::cross_file`]), best first; those that fit
+    /// `PromptParams::context_tokens` open the prompt, each labelled with its path.
+    pub(crate) context: &'a [ContextChunk],
 }
 
 /// A built prompt.
@@ -220,7 +228,22 @@ pub(crate) fn build_prompt(
     };
     let heal_at = heal_start(cursor_line);
     let (cursor_kept, heal) = cursor_line.split_at(heal_at);
-    let budget = params.prefix_tokens.saturating_sub(count(cursor_kept));
+
+    // --- context from other files: best first, within its own budget, which comes out of the
+    // prefix's so the prompt (and the time to evaluate it) does not grow.
+    let mut context_used = 0;
+    let mut context: Vec<&ContextChunk> = Vec::new();
+    for chunk in input.context {
+        let tokens = count(&chunk.path) + count(&chunk.text) + 2;
+        if context_used + tokens <= params.context_tokens {
+            context_used += tokens;
+            context.push(chunk);
+        }
+    }
+    let budget = params
+        .prefix_tokens
+        .saturating_sub(context_used)
+        .saturating_sub(count(cursor_kept));
     let mut first = last_lines_within(full_lines, budget, count);
     let abs_first = input.prefix_first_line + first;
     let block = params.block_lines.max(1);
@@ -256,6 +279,18 @@ pub(crate) fn build_prompt(
     let first_kept = last_lines_within(&snippet_lines, params.snippet_tokens, count);
     prefix.insert_str(0, &snippet_lines[first_kept..].concat());
 
+    // Models without file separators get each chunk as a comment-labelled part of the prefix.
+    let labelled = !(fim.fim && fim.repo && input.file_path.is_some());
+    if labelled {
+        let comment = input
+            .file_path
+            .and_then(Language::of_path)
+            .map_or("//", Language::line_comment);
+        for chunk in &context {
+            prefix.insert_str(0, &format!("{comment} {}\n{}", chunk.path, chunk.text));
+        }
+    }
+
     let mut segments = Vec::new();
     if !fim.fim {
         segments.push(Segment::Text(prefix));
@@ -265,9 +300,17 @@ pub(crate) fn build_prompt(
             prefix_start_line: input.prefix_first_line + first,
         };
     }
-    if let (true, Some(repo), Some(path)) = (fim.repo, input.repo_name, input.file_path) {
-        segments.push(Segment::Token(FimToken::RepoName));
-        segments.push(Segment::Text(format!("{repo}\n")));
+    if let (false, Some(path)) = (labelled, input.file_path) {
+        // Qwen's repository format: the repository, the other files' chunks (the best last,
+        // nearest the current file), then the current file.
+        if let Some(repo) = input.repo_name {
+            segments.push(Segment::Token(FimToken::RepoName));
+            segments.push(Segment::Text(format!("{repo}\n")));
+        }
+        for chunk in context.iter().rev() {
+            segments.push(Segment::Token(FimToken::FileSep));
+            segments.push(Segment::Text(format!("{}\n{}", chunk.path, chunk.text)));
+        }
         segments.push(Segment::Token(FimToken::FileSep));
         segments.push(Segment::Text(format!("{path}\n")));
     }
@@ -331,6 +374,7 @@ mod tests {
             order,
             block_lines,
             snippet_tokens: 0,
+            context_tokens: 0,
         }
     }
 
@@ -343,8 +387,102 @@ mod tests {
             repo_name: repo.then_some("lmrs"),
             file_path: repo.then_some("src/lib.rs"),
             snippet: None,
+            context: &[],
         };
         build_prompt(&input, fim, &p, &count)
+    }
+
+    /// Two definitions from other files, best first.
+    fn context_chunks() -> Vec<ContextChunk> {
+        vec![
+            ContextChunk {
+                path: "src/parse.rs".into(),
+                line: 3,
+                text: "pub fn parse_header(raw: &str) -> Header {\n".into(),
+                name: "parse_header".into(),
+            },
+            ContextChunk {
+                path: "src/limits.rs".into(),
+                line: 0,
+                text: "pub const MAX_FIELDS: usize = 64;\n".into(),
+                name: "MAX_FIELDS".into(),
+            },
+        ]
+    }
+
+    fn build_with_context(fim: FimSupport, path: Option<&str>, context_tokens: usize) -> String {
+        let chunks = context_chunks();
+        let input = PromptInput {
+            prefix: "fn main() {\n    let h = ",
+            prefix_first_line: 0,
+            suffix: "\n}\n",
+            repo_name: path.map(|_| "lmrs"),
+            file_path: path,
+            snippet: None,
+            context: &chunks,
+        };
+        let p = PromptParams {
+            context_tokens,
+            ..params(FimOrder::LinePsm, 100, 50, 1)
+        };
+        build_prompt(&input, fim, &p, &count).render()
+    }
+
+    #[test]
+    fn context_opens_the_prompt_in_the_repository_format_best_last() {
+        expect![[r#"
+            <|repo_name|>lmrs
+            <|file_sep|>src/limits.rs
+            pub const MAX_FIELDS: usize = 64;
+            <|file_sep|>src/parse.rs
+            pub fn parse_header(raw: &str) -> Header {
+            <|file_sep|>src/main.rs
+            <|fim_prefix|>fn main() {
+            <|fim_suffix|>
+            }
+            <|fim_middle|>    let h =
+            [heal " "]"#]]
+        .assert_eq(&build_with_context(QWEN, Some("src/main.rs"), 100));
+        // Within its budget only: the first chunk costs 11 tokens, the second 8.
+        expect![[r#"
+            <|repo_name|>lmrs
+            <|file_sep|>src/parse.rs
+            pub fn parse_header(raw: &str) -> Header {
+            <|file_sep|>src/main.rs
+            <|fim_prefix|>fn main() {
+            <|fim_suffix|>
+            }
+            <|fim_middle|>    let h =
+            [heal " "]"#]]
+        .assert_eq(&build_with_context(QWEN, Some("src/main.rs"), 18));
+    }
+
+    #[test]
+    fn context_is_comment_labelled_without_file_separators() {
+        let no_repo = FimSupport {
+            fim: true,
+            repo: false,
+        };
+        expect![[r#"
+            <|fim_prefix|>// src/limits.rs
+            pub const MAX_FIELDS: usize = 64;
+            // src/parse.rs
+            pub fn parse_header(raw: &str) -> Header {
+            fn main() {
+            <|fim_suffix|>
+            }
+            <|fim_middle|>    let h =
+            [heal " "]"#]]
+        .assert_eq(&build_with_context(no_repo, Some("src/main.rs"), 100));
+        // Its budget is taken from the prefix's: with 100 tokens for both, context of 19 leaves
+        // the prefix 81; with no context budget nothing changes.
+        expect![[r#"
+            <|fim_prefix|>fn main() {
+            <|fim_suffix|>
+            }
+            <|fim_middle|>    let h =
+            [heal " "]"#]]
+        .assert_eq(&build_with_context(QWEN, None, 0));
     }
 
     #[test]
@@ -356,6 +494,7 @@ mod tests {
             repo_name: None,
             file_path: None,
             snippet: Some("#[test]\nfn test_a() {\n    let seed = testseed();\n"),
+            context: &[],
         };
         let input = PromptInput {
             prefix: input.prefix.trim_end_matches("$0"),

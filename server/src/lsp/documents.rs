@@ -151,6 +151,11 @@ impl DocumentStore {
         self.docs.get(uri)
     }
 
+    /// Every open document with its URI.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Document)> {
+        self.docs.iter().map(|(uri, doc)| (uri.as_str(), doc))
+    }
+
     /// Whether no document is open.
     #[cfg(test)]
     fn is_empty(&self) -> bool {

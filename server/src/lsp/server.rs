@@ -7,8 +7,8 @@
 //! handler future, whose guard sets the flag too. Every request gets an answer.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use lmrs::CancelFlag;
 use ropey::Rope;
@@ -21,8 +21,10 @@ use super::cache::{CompletionCache, Hit, AFTER_WINDOW, BEFORE_WINDOW};
 use super::documents::{DocumentStore, Edit};
 use super::position::{char_to_position, position_to_char, PositionEncoding};
 use super::workspace::Workspace;
+use crate::completion::definitions::{definitions, Definition};
 use crate::completion::model::LoadParams;
 use crate::completion::pipeline::{Completion, CompletionInput};
+use crate::completion::project::{ProjectIndex, WalkParams};
 use crate::completion::worker::{Job, Worker};
 use crate::config::{Config, DEFAULT_MODEL_FILE};
 use crate::report;
@@ -49,6 +51,12 @@ struct Shared {
     /// First line of the last retrieved snippet per document (kept while still similar).
     snippet_lines: Mutex<HashMap<String, usize>>,
     workspace: Mutex<Workspace>,
+    /// Definitions in the workspace folders' files on disk, indexed in the background.
+    project: Arc<RwLock<ProjectIndex>>,
+    /// Definitions of each open document, at the version they were read from.
+    open_definitions: Mutex<HashMap<String, (i32, Vec<Definition>)>>,
+    /// Set at shutdown: a running workspace walk stops.
+    stop_indexing: Arc<AtomicBool>,
     progress_supported: Mutex<bool>,
     next_id: AtomicU64,
     load_seq: AtomicU64,
@@ -96,6 +104,9 @@ impl Backend {
             inflight: Mutex::default(),
             snippet_lines: Mutex::default(),
             workspace: Mutex::default(),
+            project: Arc::default(),
+            open_definitions: Mutex::default(),
+            stop_indexing: Arc::default(),
             progress_supported: Mutex::new(false),
             next_id: AtomicU64::new(1),
             load_seq: AtomicU64::new(0),
@@ -265,12 +276,94 @@ impl Backend {
     ) -> CompletionInput {
         let previous = lock(&self.shared.snippet_lines).get(uri).copied();
         let workspace = lock(&self.shared.workspace).file(uri);
-        let input =
-            CompletionInput::at_cursor(rope, cursor, cfg, previous, workspace, alternatives);
+        let open = if cfg.context_tokens > 0 && cfg.context_open_documents {
+            self.open_document_definitions(uri)
+        } else {
+            Vec::new()
+        };
+        let project = self
+            .shared
+            .project
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = workspace.1.clone().unwrap_or_default();
+        let lookup = |name: &str| project.provided(name, &open, &current);
+        let input = CompletionInput::at_cursor(
+            rope,
+            cursor,
+            cfg,
+            previous,
+            workspace,
+            alternatives,
+            &lookup,
+        );
         if let Some(s) = &input.snippet {
             lock(&self.shared.snippet_lines).insert(uri.to_owned(), s.first_line);
         }
         input
+    }
+
+    /// The definitions of the open documents in the workspace folders other than `current`, with
+    /// their paths; each document is scanned again only when its version changed.
+    fn open_document_definitions(&self, current: &str) -> Vec<(String, Vec<Definition>)> {
+        let workspace = lock(&self.shared.workspace).clone();
+        let docs = lock(&self.shared.docs);
+        let mut cache = lock(&self.shared.open_definitions);
+        let mut out = Vec::new();
+        for (uri, doc) in docs.iter() {
+            if uri == current {
+                continue;
+            }
+            let (_, Some(path)) = workspace.file(uri) else {
+                continue;
+            };
+            let fresh = cache.get(uri).is_some_and(|(v, _)| *v == doc.version);
+            if !fresh {
+                let found = definitions(&path, &doc.rope.to_string());
+                cache.insert(uri.to_owned(), (doc.version, found));
+            }
+            if let Some((_, found)) = cache.get(uri) {
+                out.push((path, found.clone()));
+            }
+        }
+        out
+    }
+
+    /// Indexes the workspace folders on disk on a thread of its own, then swaps the new index in.
+    fn spawn_indexing(&self) {
+        let cfg = self.config();
+        if cfg.context_tokens == 0 || !cfg.context_workspace {
+            return;
+        }
+        let folders = lock(&self.shared.workspace).folder_paths();
+        if folders.is_empty() {
+            return;
+        }
+        let project = Arc::clone(&self.shared.project);
+        let stop = Arc::clone(&self.shared.stop_indexing);
+        let walk = WalkParams::from_config(&cfg);
+        let spawned = std::thread::Builder::new()
+            .name("lmrs-index".into())
+            .spawn(move || {
+                let mut index = ProjectIndex::default();
+                for folder in &folders {
+                    let stats = index.index_folder(folder, &walk, &|| stop.load(Ordering::Relaxed));
+                    info!(
+                        files = stats.files,
+                        definitions = stats.definitions,
+                        mb = stats.bytes / (1 << 20),
+                        ms = stats.millis,
+                        capped = stats.capped,
+                        "workspace indexed"
+                    );
+                }
+                *project
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = index;
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start the workspace indexer");
+        }
     }
 
     /// Runs a completion on the worker, superseding the document's request in flight; dropping
@@ -400,6 +493,7 @@ impl LanguageServer for Backend {
             text_document_sync: Some(TextDocumentSync::Options(TextDocumentSyncOptions {
                 open_close: Some(true),
                 change: Some(TextDocumentSyncKind::Incremental),
+                save: Some(true.into()),
                 ..Default::default()
             })),
             completion_provider: Some(CompletionOptions::default()),
@@ -417,9 +511,11 @@ impl LanguageServer for Backend {
 
     async fn initialized(&self, _: InitializedParams) {
         self.spawn_load();
+        self.spawn_indexing();
     }
 
     async fn shutdown(&self) -> RpcResult<()> {
+        self.shared.stop_indexing.store(true, Ordering::Relaxed);
         for (_, (_, c)) in lock(&self.shared.inflight).drain() {
             c.cancel();
         }
@@ -457,8 +553,33 @@ impl LanguageServer for Backend {
         );
     }
 
+    async fn did_save(&self, params: DidSaveTextDocumentParams) {
+        // The saved file's definitions replace its old ones in the project index (read from disk:
+        // the index holds what is saved; the open text is looked up separately).
+        let uri = params.text_document.uri.0.as_str();
+        let workspace = lock(&self.shared.workspace).clone();
+        let (_, Some(path)) = workspace.file(uri) else {
+            return;
+        };
+        let Some(file) = uri
+            .strip_prefix("file://")
+            .map(|p| std::path::PathBuf::from(crate::lsp::workspace::decode_path(p)))
+        else {
+            return;
+        };
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let count = self
+            .shared
+            .project
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .update_file(&path, &text);
+        debug!(definitions = count, "didSave: re-indexed");
+    }
+
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
         let uri = params.text_document.uri.0;
+        lock(&self.shared.open_definitions).remove(&uri);
         lock(&self.shared.docs).close(&uri);
         lock(&self.shared.snippet_lines).remove(&uri);
         if let Some((_, c)) = lock(&self.shared.inflight).remove(&uri) {

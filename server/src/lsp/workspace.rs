@@ -36,6 +36,15 @@ impl Workspace {
         Self { folders }
     }
 
+    /// The folders on disk (those with `file://` URIs).
+    pub(crate) fn folder_paths(&self) -> Vec<std::path::PathBuf> {
+        self.folders
+            .iter()
+            .filter_map(|(uri, _)| uri.strip_prefix("file://"))
+            .map(|path| std::path::PathBuf::from(decode_path(path.trim_end_matches('/'))))
+            .collect()
+    }
+
     /// The name of the folder holding the document `uri` and the document's path inside it
     /// (decoded), or `(None, None)` outside every folder.
     pub(crate) fn file(&self, uri: &str) -> (Option<String>, Option<String>) {
@@ -46,6 +55,11 @@ impl Workspace {
         }
         (None, None)
     }
+}
+
+/// A `file://` URI's path part, percent-decoded.
+pub(crate) fn decode_path(path: &str) -> String {
+    percent_decode(path)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -83,5 +97,12 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(folder_name("file:///home/u/my%20proj/"), "my proj");
+        let workspace = Workspace {
+            folders: vec![("file:///home/u/my%20proj/".into(), "my proj".into())],
+        };
+        assert_eq!(
+            workspace.folder_paths(),
+            vec![std::path::PathBuf::from("/home/u/my proj")]
+        );
     }
 }
