@@ -32,24 +32,46 @@ impl Hyperparameters {
     }
 }
 
-/// Reads `{arch}.{key}` as a positive size.
+/// Largest size any hyperparameter (and any width made of them, such as heads times head width)
+/// may have: far beyond every real model, and small enough that products of a few sizes and a
+/// context length stay far from overflowing GGML's `int64_t` element counts.
+pub(crate) const MAX_SIZE: u64 = 1 << 24;
+
+/// The error for `key` holding `value`, unusable for `reason`.
+pub(crate) fn invalid(key: &str, value: impl ToString, reason: impl Into<String>) -> LoadError {
+    LoadError::InvalidHyperparameter {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads `{arch}.{key}` as a size between 1 and [`MAX_SIZE`].
 pub(crate) fn read_size(file: &GgufFile, arch: &str, key: &str) -> Result<usize, LoadError> {
     let full = format!("{arch}.{key}");
     let value = file.get_u64(&full).ok_or(LoadError::MissingMetadata {
         key: full.clone(),
         expected: "a non-negative integer",
     })?;
-    if value == 0 || value > (1 << 24) {
-        return Err(LoadError::InvalidHyperparameter {
-            key: full,
-            value: value.to_string(),
-            reason: "must be between 1 and 2^24".into(),
-        });
+    if value == 0 || value > MAX_SIZE {
+        return Err(invalid(&full, value, "must be between 1 and 2^24"));
     }
     Ok(value as usize)
 }
 
-/// Reads `{arch}.{key}` as a float, with a default when absent.
+/// Reads `{arch}.{key}` as a size (see [`read_size`]) when present.
+pub(crate) fn read_size_opt(
+    file: &GgufFile,
+    arch: &str,
+    key: &str,
+) -> Result<Option<usize>, LoadError> {
+    match file.get(&format!("{arch}.{key}")) {
+        None => Ok(None),
+        Some(_) => read_size(file, arch, key).map(Some),
+    }
+}
+
+/// Reads `{arch}.{key}` as a finite float, with a default when absent.
 pub(crate) fn read_f32_or(
     file: &GgufFile,
     arch: &str,
@@ -65,11 +87,7 @@ pub(crate) fn read_f32_or(
                 expected: "a float",
             })?;
             if !value.is_finite() {
-                return Err(LoadError::InvalidHyperparameter {
-                    key: full,
-                    value: value.to_string(),
-                    reason: "must be finite".into(),
-                });
+                return Err(invalid(&full, value, "must be finite"));
             }
             Ok(value)
         }

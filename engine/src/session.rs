@@ -12,6 +12,7 @@ use std::time::Instant;
 use ggml_sys::{Context, CpuBackend, GgmlError, GraphAllocator, OwnedGraph, Tensor, TensorType};
 
 use crate::error::InferError;
+use crate::hparams::Hyperparameters;
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::models::BatchInputs;
@@ -185,6 +186,12 @@ impl Session {
             params.n_threads = model.params().n_threads;
         }
         let hp = model.architecture().hyperparameters();
+        check_memory_sizes(
+            hp,
+            params.n_ctx,
+            params.n_batch,
+            model.params().flash_attention,
+        )?;
         let cache = KvCache::new(hp, params.n_ctx, !model.params().flash_attention)?;
         let backend = CpuBackend::new(params.n_threads)?;
         let allocator = GraphAllocator::new()?;
@@ -639,6 +646,52 @@ impl BatchGraph {
     }
 }
 
+/// Most bytes the KV cache, or the tensors of one batch's graph together, may take: more memory than
+/// any machine has, and far enough from 2^63 that GGML's `int64_t` element counts and `size_t` byte
+/// sums cannot overflow on the way to an allocation that fails cleanly.
+const MAX_SESSION_BYTES: u128 = 1 << 56;
+
+/// Refuses a context and batch size whose KV cache or batch graph would be larger than
+/// [`MAX_SESSION_BYTES`], before GGML computes (and asserts on) any of their sizes.
+fn check_memory_sizes(
+    hp: &Hyperparameters,
+    n_ctx: usize,
+    n_batch: usize,
+    flash_attention: bool,
+) -> Result<(), InferError> {
+    let [n_ctx, n_batch] = [n_ctx as u128, n_batch as u128];
+    let size = |value: usize| value as u128;
+    // Per layer, keys and values, F16.
+    let kv_bytes = size(hp.n_layer) * 2 * size(hp.n_embd_kv()) * n_ctx * 2;
+    // The largest tensors of a batch (F32): the mask, the attention scores (unfused attention
+    // only), the queries, the feed-forward activations, the logits.
+    let scores = if flash_attention {
+        0
+    } else {
+        n_ctx * n_batch * size(hp.n_head)
+    };
+    let largest = [
+        n_ctx * n_batch,
+        scores,
+        size(hp.n_head) * size(hp.head_dim) * n_batch,
+        size(hp.n_ff) * n_batch,
+        size(hp.n_embd) * n_batch,
+        size(hp.n_vocab),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+        * 4;
+    let graph_bytes = largest * size(graph_size(hp.n_layer));
+    if kv_bytes > MAX_SESSION_BYTES || graph_bytes > MAX_SESSION_BYTES {
+        return Err(InferError::InvalidParams(format!(
+            "n_ctx = {n_ctx} with batches of {n_batch} tokens needs more memory than can be allocated \
+             for this model"
+        )));
+    }
+    Ok(())
+}
+
 fn graph_size(n_layer: usize) -> usize {
     (n_layer * 48 + 256).max(1024)
 }
@@ -672,6 +725,30 @@ fn causal_mask(n_past: usize, n_tokens: usize, n_kv: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_too_large_for_any_memory_are_refused_before_ggml_sizes_them() {
+        let hp = Hyperparameters {
+            n_vocab: 1000,
+            n_ctx_train: 4096,
+            n_embd: 64,
+            n_layer: 2,
+            n_head: 1 << 23,
+            n_head_kv: 1,
+            head_dim: 2,
+            n_ff: 128,
+        };
+        // Unfused attention scores [n_ctx, n_batch, n_head]: more elements than int64_t holds.
+        assert!(check_memory_sizes(&hp, 1 << 20, 1 << 20, false).is_err());
+        assert!(check_memory_sizes(&hp, 4096, 512, false).is_ok());
+        // A KV cache wider than any memory.
+        let wide = Hyperparameters {
+            n_layer: 1 << 16,
+            n_head_kv: 1 << 23,
+            ..hp.clone()
+        };
+        assert!(check_memory_sizes(&wide, 1 << 20, 1, true).is_err());
+    }
 
     #[test]
     fn causal_mask_hides_the_future() {

@@ -28,7 +28,9 @@
 //!
 //! GGML aborts the process when one of its assertions fails (wrong shapes, unsupported types). The
 //! engine validates every weight shape and type against the model's hyperparameters before it builds a
-//! graph, so graph building here only ever sees shapes it was written for.
+//! graph, so graph building here only ever sees shapes it was written for. Should an assertion fail
+//! anyway, GGML's message goes to stderr as one `ggml: fatal: ` line and the process aborts; GGML's
+//! own report, which runs a debugger that writes to stdout, is replaced at initialisation.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -121,12 +123,17 @@ const TENSOR_ALIGNMENT: usize = 32;
 
 static INIT: Once = Once::new();
 
-/// One-time GGML set-up: routes GGML's log lines to nothing below warnings and initialises CPU tables.
+/// One-time GGML set-up: routes GGML's log lines to nothing below warnings, replaces GGML's fatal
+/// error report (see [`fatal_error_callback`]) and initialises CPU tables.
 fn init_once() {
     INIT.call_once(|| {
         // SAFETY: `log_callback` is a valid `extern "C"` function for the whole program and ignores
         // its user data, so a null pointer is fine.
         unsafe { sys::ggml_log_set(Some(log_callback), std::ptr::null_mut()) };
+        // SAFETY: `fatal_error_callback` is a valid `extern "C"` function for the whole program; GGML
+        // stores the pointer in a global that only `ggml_abort` reads. The previous callback (none:
+        // GGML's default) is not needed again.
+        unsafe { sys::ggml_set_abort_callback(Some(fatal_error_callback)) };
         // SAFETY: `ggml_cpu_init` takes no arguments and is idempotent; it fills lookup tables.
         unsafe { sys::ggml_cpu_init() };
     });
@@ -149,6 +156,34 @@ unsafe extern "C" fn log_callback(
     }
 }
 
+/// GGML's report of a fatal error (a failed `GGML_ASSERT`, `GGML_ABORT`), called by `ggml_abort` just
+/// before it calls `abort()`.
+///
+/// Without it GGML prints the message and then a backtrace: it forks and runs `gdb` (or `lldb`) from
+/// `PATH`, attached to the process, and the debugger's output goes to the inherited stdout — which
+/// for the language server is the JSON-RPC channel, and which can stall the dying process for as
+/// long as the debugger takes. Here the message goes to stderr as one line, `ggml: fatal: ...`, and
+/// GGML aborts right after: no debugger, no stdout. The engine validates what it hands GGML so that
+/// this never runs; when it does, it is a bug, and this line names the failed assertion.
+unsafe extern "C" fn fatal_error_callback(message: *const c_char) {
+    use std::io::Write;
+    let mut line = b"ggml: fatal: ".to_vec();
+    if message.is_null() {
+        line.extend_from_slice(b"(no message)");
+    } else {
+        // SAFETY: GGML passes a NUL-terminated buffer that lives for the duration of the call.
+        let text = unsafe { CStr::from_ptr(message) }.to_bytes();
+        // One line: whatever GGML formatted into the message stays on it.
+        line.extend(
+            text.iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
+    }
+    line.push(b'\n');
+    // Nothing to do if stderr is gone: the process aborts either way.
+    let _ = std::io::stderr().write_all(&line);
+}
+
 /// The element / block type of a tensor, as GGML numbers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TensorType(pub u32);
@@ -168,16 +203,33 @@ impl TensorType {
     }
 }
 
-/// Number of bytes GGML needs per tensor and per graph of `graph_size` nodes in a metadata context.
-fn metadata_size(n_tensors: usize, graph_size: usize) -> usize {
+/// Most nodes a graph may have: GGML counts them in an `int` and sizes its hash set at twice as many.
+const MAX_GRAPH_SIZE: usize = 1 << 28;
+
+/// Number of bytes GGML needs per tensor and per graph of `graph_size` nodes in a metadata context,
+/// or `None` when that is more than GGML's size arithmetic holds.
+fn metadata_size(n_tensors: usize, graph_size: usize) -> Option<usize> {
     init_once();
-    // SAFETY: pure functions returning struct sizes.
-    unsafe {
-        sys::ggml_tensor_overhead() * n_tensors
-            + sys::ggml_graph_overhead_custom(graph_size, false)
-            + 1024
+    if graph_size > MAX_GRAPH_SIZE {
+        return None;
     }
+    // SAFETY: pure functions returning struct sizes; `graph_size` is small enough for GGML's
+    // arithmetic on it (see `MAX_GRAPH_SIZE`).
+    let (per_tensor, graph) = unsafe {
+        (
+            sys::ggml_tensor_overhead(),
+            sys::ggml_graph_overhead_custom(graph_size, false),
+        )
+    };
+    per_tensor
+        .checked_mul(n_tensors)?
+        .checked_add(graph)?
+        .checked_add(1024)
 }
+
+/// Alignment of a context's arena: what GGML asserts (`GGML_MEM_ALIGN`), rounded up to a cache line
+/// as GGML's own allocation does.
+const ARENA_ALIGNMENT: usize = 64;
 
 /// A GGML context that only holds tensor and graph metadata (`no_alloc`): tensor data lives in
 /// backend buffers ([`TensorStore`], [`FrozenContext`]). `Send` but not `Sync`: its `&self` methods
@@ -189,6 +241,10 @@ fn metadata_size(n_tensors: usize, graph_size: usize) -> usize {
 /// ```
 pub struct Context {
     raw: NonNull<sys::ggml_context>,
+    /// The metadata arena, allocated here rather than by GGML: GGML aborts when it cannot allocate
+    /// one, this returns an error.
+    arena: NonNull<u8>,
+    arena_layout: std::alloc::Layout,
 }
 
 // SAFETY: a context is plain memory owned by this value; GGML keeps no thread-local state in it, so it
@@ -197,8 +253,12 @@ unsafe impl Send for Context {}
 
 impl Drop for Context {
     fn drop(&mut self) {
-        // SAFETY: `raw` came from ggml_init and is freed exactly once.
+        // SAFETY: `raw` came from ggml_init and is freed exactly once; GGML does not free the arena
+        // it was given.
         unsafe { sys::ggml_free(self.raw.as_ptr()) };
+        // SAFETY: `arena` was allocated with `arena_layout` in `Context::new`, and the context that
+        // used it is gone.
+        unsafe { std::alloc::dealloc(self.arena.as_ptr(), self.arena_layout) };
     }
 }
 
@@ -224,18 +284,35 @@ pub struct Graph<'ctx> {
 impl Context {
     /// Creates a metadata-only context with room for `n_tensors` tensors and one graph of
     /// `graph_size` nodes.
+    /// Fails when the metadata arena cannot be allocated (GGML itself would abort).
     pub fn new(n_tensors: usize, graph_size: usize) -> Result<Context, GgmlError> {
-        let bytes = metadata_size(n_tensors, graph_size);
+        let too_large = GgmlError::ContextAllocation { bytes: usize::MAX };
+        let bytes = metadata_size(n_tensors, graph_size).ok_or(too_large)?;
+        let arena_layout = std::alloc::Layout::from_size_align(bytes, ARENA_ALIGNMENT)
+            .map_err(|_| GgmlError::ContextAllocation { bytes })?;
+        // SAFETY: the layout has a non-zero size (`metadata_size` adds a constant).
+        let arena = NonNull::new(unsafe { std::alloc::alloc(arena_layout) })
+            .ok_or(GgmlError::ContextAllocation { bytes })?;
         let params = sys::ggml_init_params {
             mem_size: bytes,
-            mem_buffer: std::ptr::null_mut(),
+            mem_buffer: arena.as_ptr().cast(),
             no_alloc: true,
         };
-        // SAFETY: params are valid; with mem_buffer null GGML allocates (and later frees) the arena.
+        // SAFETY: params are valid: the arena holds `bytes` bytes, aligned beyond GGML_MEM_ALIGN, and
+        // outlives the context (both are freed in `Drop`, the context first).
         let raw = unsafe { sys::ggml_init(params) };
-        NonNull::new(raw)
-            .map(|raw| Context { raw })
-            .ok_or(GgmlError::ContextAllocation { bytes })
+        match NonNull::new(raw) {
+            Some(raw) => Ok(Context {
+                raw,
+                arena,
+                arena_layout,
+            }),
+            None => {
+                // SAFETY: allocated above with this layout; GGML holds no reference to it.
+                unsafe { std::alloc::dealloc(arena.as_ptr(), arena_layout) };
+                Err(GgmlError::ContextAllocation { bytes })
+            }
+        }
     }
 
     fn ptr(&self) -> *mut sys::ggml_context {
@@ -1425,6 +1502,96 @@ mod tests {
             context.freeze_in_shared_bytes(Arc::new(OffByOne(aligned)), &[0]),
             Err(GgmlError::Misaligned { alignment: 32 })
         ));
+    }
+
+    /// Set in the child process of [`a_failed_assertion_reports_on_stderr_only_and_aborts`].
+    const ABORT_CHILD_ENV: &str = "GGML_SYS_TEST_TRIP_ASSERT";
+
+    /// In a child process (this test binary, re-executed for this one test), trips a GGML assertion
+    /// through the raw bindings; the parent checks how the child died and what it wrote. A fake
+    /// `gdb` and `lldb` first on the child's `PATH` would write to stdout if GGML still ran them.
+    #[cfg(unix)]
+    #[test]
+    fn a_failed_assertion_reports_on_stderr_only_and_aborts() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::ExitStatusExt;
+
+        const TEST_NAME: &str = "tests::a_failed_assertion_reports_on_stderr_only_and_aborts";
+        if std::env::var_os(ABORT_CHILD_ENV).is_some() {
+            let context = Context::new(1, 0).unwrap();
+            let dims = [1i64; 4];
+            // SAFETY: a valid context and dimension array; the dimension count (five) is one GGML
+            // asserts against, which is the point: GGML aborts the process here.
+            unsafe {
+                sys::ggml_new_tensor(
+                    context.ptr(),
+                    sys::ggml_type::GGML_TYPE_F32,
+                    5,
+                    dims.as_ptr(),
+                )
+            };
+            unreachable!("GGML returned from a failed assertion");
+        }
+
+        let fake_bin =
+            std::env::temp_dir().join(format!("ggml-sys-fake-debugger-{}", std::process::id()));
+        std::fs::create_dir_all(&fake_bin).unwrap();
+        for debugger in ["gdb", "lldb"] {
+            let path = fake_bin.join(debugger);
+            std::fs::write(
+                &path,
+                "#!/bin/sh\necho FAKE-DEBUGGER-BACKTRACE\necho FAKE-DEBUGGER-BACKTRACE >&2\n",
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let path = match std::env::var_os("PATH") {
+            Some(path) => {
+                let mut dirs = vec![fake_bin.clone()];
+                dirs.extend(std::env::split_paths(&path));
+                std::env::join_paths(dirs).unwrap()
+            }
+            None => fake_bin.clone().into_os_string(),
+        };
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                TEST_NAME,
+                "--test-threads=1",
+                "-q",
+                "--nocapture",
+            ])
+            .env(ABORT_CHILD_ENV, "1")
+            .env("PATH", path)
+            .env_remove("GGML_NO_BACKTRACE")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&fake_bin);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let context = format!(
+            "status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            output.status
+        );
+        assert_eq!(
+            output.status.signal(),
+            Some(6),
+            "died by SIGABRT; {context}"
+        );
+        // The test harness announces the test before it runs; nothing else may reach stdout.
+        assert_eq!(stdout.trim(), "running 1 test", "{context}");
+        let fatal: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("ggml: fatal: "))
+            .collect();
+        assert_eq!(fatal.len(), 1, "{context}");
+        assert!(
+            fatal[0].contains("GGML_ASSERT(") && fatal[0].ends_with("failed"),
+            "{context}"
+        );
+        assert!(!stderr.contains("FAKE-DEBUGGER"), "{context}");
+        assert!(!stderr.to_lowercase().contains("backtrace"), "{context}");
     }
 
     #[test]

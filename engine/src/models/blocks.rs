@@ -8,7 +8,7 @@ use ggml_sys::{Context, Graph, RopeParams, Tensor};
 
 use crate::error::LoadError;
 use crate::gguf::GgufFile;
-use crate::hparams::{read_f32_or, read_size, Hyperparameters};
+use crate::hparams::{invalid, read_f32_or, read_size, read_size_opt, Hyperparameters, MAX_SIZE};
 use crate::kv_cache::KvTensors;
 use crate::models::architecture::BatchInputs;
 use crate::weights::{WeightBinder, WeightId, WeightTensors, WeightUse};
@@ -68,75 +68,150 @@ pub(super) struct DecoderWeights {
     pub output: WeightId,
 }
 
-/// Reads the hyperparameters every llama-style GGUF has under `{arch}.`.
+/// Most layers a model may have: far beyond every real model; a batch's graph grows with them.
+const MAX_LAYERS: usize = 1 << 16;
+
+/// Reads the hyperparameters every llama-style GGUF has under `{arch}.`, and rejects every value the
+/// graph would hand to GGML in a form GGML asserts on (which aborts the process) or computes
+/// nonsense from (NaN, infinities).
 pub(super) fn read_decoder_config(
     file: &GgufFile,
     arch: &str,
     rope_mode: i32,
 ) -> Result<DecoderConfig, LoadError> {
+    let key = |name: &str| format!("{arch}.{name}");
     let n_embd = read_size(file, arch, "embedding_length")?;
     let n_layer = read_size(file, arch, "block_count")?;
+    if n_layer > MAX_LAYERS {
+        return Err(invalid(
+            &key("block_count"),
+            n_layer,
+            "must be at most 2^16",
+        ));
+    }
     let n_head = read_size(file, arch, "attention.head_count")?;
-    let n_head_kv = match file.get(&format!("{arch}.attention.head_count_kv")) {
-        Some(_) => read_size(file, arch, "attention.head_count_kv")?,
-        None => n_head,
-    };
+    let n_head_kv = read_size_opt(file, arch, "attention.head_count_kv")?.unwrap_or(n_head);
+    if n_head % n_head_kv != 0 {
+        // Grouped-query attention broadcasts each KV head over a whole number of query heads
+        // (GGML asserts it in the attention product).
+        return Err(invalid(
+            &key("attention.head_count_kv"),
+            n_head_kv,
+            format!("must divide the head count {n_head}"),
+        ));
+    }
     let n_ff = read_size(file, arch, "feed_forward_length")?;
     let n_ctx_train = read_size(file, arch, "context_length")?;
-    let head_dim = match file.get(&format!("{arch}.attention.key_length")) {
-        Some(_) => read_size(file, arch, "attention.key_length")?,
-        None => n_embd / n_head,
+    let head_dim = match read_size_opt(file, arch, "attention.key_length")? {
+        Some(head_dim) => head_dim,
+        None if n_embd % n_head == 0 => n_embd / n_head,
+        None => {
+            return Err(invalid(
+                &key("attention.head_count"),
+                n_head,
+                format!(
+                    "must divide the embedding length {n_embd} when {} is absent",
+                    key("attention.key_length")
+                ),
+            ))
+        }
     };
-    if n_head % n_head_kv != 0 {
-        return Err(LoadError::InvalidHyperparameter {
-            key: format!("{arch}.attention.head_count_kv"),
-            value: n_head_kv.to_string(),
-            reason: format!("must divide the head count {n_head}"),
-        });
+    if head_dim % 2 != 0 {
+        // RoPE rotates pairs of values within a head.
+        return Err(invalid(
+            &key("attention.key_length"),
+            head_dim,
+            "heads must have an even width",
+        ));
     }
-    if head_dim % 2 != 0 || head_dim * n_head == 0 {
-        return Err(LoadError::InvalidHyperparameter {
-            key: format!("{arch}.attention.key_length"),
-            value: head_dim.to_string(),
-            reason: "heads must have an even, non-zero width".into(),
-        });
+    if let Some(value_dim) = read_size_opt(file, arch, "attention.value_length")? {
+        if value_dim != head_dim {
+            return Err(invalid(
+                &key("attention.value_length"),
+                value_dim,
+                format!("must equal the key length {head_dim}"),
+            ));
+        }
     }
-    let n_vocab = file
-        .tensor("token_embd.weight")
-        .map(|t| t.dim(1) as usize)
-        .ok_or(LoadError::MissingTensor {
-            name: "token_embd.weight".into(),
-        })?;
-    let rope_dims = match file.get(&format!("{arch}.rope.dimension_count")) {
-        Some(_) => read_size(file, arch, "rope.dimension_count")?,
-        None => head_dim,
-    };
+    for (name, heads) in [
+        ("attention.head_count", n_head),
+        ("attention.head_count_kv", n_head_kv),
+    ] {
+        if (heads as u64) * (head_dim as u64) > MAX_SIZE {
+            return Err(invalid(
+                &key(name),
+                heads,
+                format!("heads of width {head_dim} must be at most 2^24 wide together"),
+            ));
+        }
+    }
+    let n_vocab =
+        file.tensor("token_embd.weight")
+            .map(|t| t.dim(1))
+            .ok_or(LoadError::MissingTensor {
+                name: "token_embd.weight".into(),
+            })?;
+    // Token ids reach GGML as `int32_t` row indices; the output has one logit per row.
+    if n_vocab == 0 || n_vocab > i32::MAX as u64 {
+        return Err(invalid(
+            "token_embd.weight rows",
+            n_vocab,
+            "the vocabulary must have between 1 and 2^31 - 1 tokens",
+        ));
+    }
+    let n_vocab = n_vocab as usize;
+    let rope_dims = read_size_opt(file, arch, "rope.dimension_count")?.unwrap_or(head_dim);
     if rope_dims > head_dim || rope_dims % 2 != 0 {
-        return Err(LoadError::InvalidHyperparameter {
-            key: format!("{arch}.rope.dimension_count"),
-            value: rope_dims.to_string(),
-            reason: format!("must be even and at most the head width {head_dim}"),
-        });
+        // GGML asserts both when it computes RoPE.
+        return Err(invalid(
+            &key("rope.dimension_count"),
+            rope_dims,
+            format!("must be even and at most the head width {head_dim}"),
+        ));
     }
     let freq_base = read_f32_or(file, arch, "rope.freq_base", 10_000.0)?;
+    if freq_base <= 1.0 {
+        // The rotation frequencies are base^(-2i/d): at a base of 1 or less they do not fall along
+        // the head (and GGML's YaRN correction divides by ln(base)); NaN or infinite angles follow.
+        return Err(invalid(
+            &key("rope.freq_base"),
+            freq_base,
+            "must be greater than 1",
+        ));
+    }
     let mut freq_scale = 1.0;
-    match file.get_str(&format!("{arch}.rope.scaling.type")) {
+    match file.get_str(&key("rope.scaling.type")) {
         None | Some("none") => {}
         Some("linear") => {
             let factor = read_f32_or(file, arch, "rope.scaling.factor", 1.0)?;
-            if factor > 0.0 {
-                freq_scale = 1.0 / factor;
+            // Positions are divided by the factor: it must be positive, and its inverse finite.
+            if factor <= 0.0 || !(1.0 / factor).is_normal() {
+                return Err(invalid(
+                    &key("rope.scaling.factor"),
+                    factor,
+                    "must be positive with a finite, non-zero inverse",
+                ));
             }
+            freq_scale = 1.0 / factor;
         }
         Some(other) => {
-            return Err(LoadError::InvalidHyperparameter {
-                key: format!("{arch}.rope.scaling.type"),
-                value: other.to_string(),
-                reason: "only linear RoPE scaling is supported".into(),
-            })
+            return Err(invalid(
+                &key("rope.scaling.type"),
+                other,
+                "only linear RoPE scaling is supported",
+            ))
         }
     }
     let rms_eps = read_f32_or(file, arch, "attention.layer_norm_rms_epsilon", 1e-5)?;
+    if !rms_eps.is_normal() || rms_eps < 0.0 {
+        // GGML asserts eps >= 0 when it computes the norm (a negative epsilon aborts the process);
+        // a zero (or subnormal, flushed to zero) epsilon divides an all-zero row by zero, NaN.
+        return Err(invalid(
+            &key("attention.layer_norm_rms_epsilon"),
+            rms_eps,
+            "must be positive (zero divides an all-zero row by zero) and not subnormal",
+        ));
+    }
     let hp = Hyperparameters {
         n_vocab,
         n_ctx_train,
