@@ -248,18 +248,127 @@ fn infer(args: InferArgs) -> anyhow::Result<()> {
 }
 
 fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
-    let text = match (&args.prompt, &args.file) {
-        (Some(text), None) => text.clone(),
-        (None, Some(path)) => {
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
-        }
-        _ => bail!("give either --prompt TEXT or --file FILE"),
-    };
     let file = lmrs::gguf::GgufFile::open(&args.model)
         .with_context(|| format!("opening {}", args.model.display()))?;
     let tokenizer = lmrs::Tokenizer::from_gguf(&file).context("building the tokenizer")?;
-    let ids = tokenizer.encode(&text, args.special);
-    outln!("{}", serde_json::to_string(&ids)?)?;
+    match (&args.prompt, &args.file) {
+        (Some(text), None) => {
+            let ids = tokenizer.encode(text, args.special);
+            outln!("{}", serde_json::to_string(&ids)?)?;
+        }
+        (None, Some(path)) => {
+            let streams = file.get_str("tokenizer.ggml.model") == Some("gpt2")
+                && !special_token_spans_a_cut(&tokenizer);
+            if streams {
+                tokenize_file_in_chunks(&tokenizer, path, args.special)?;
+            } else {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let ids = tokenizer.encode(&text, args.special);
+                outln!("{}", serde_json::to_string(&ids)?)?;
+            }
+        }
+        _ => bail!("give either --prompt TEXT or --file FILE"),
+    }
+    Ok(())
+}
+
+/// Bytes read from the file at a time by `lmrs tokenize -f`.
+const TOKENIZE_READ: usize = 1 << 20;
+
+/// Where a file may be cut into separately tokenized chunks: right after a `\n` that has a visible
+/// ASCII character (`!`..`~`) on each side, as in `}\nfn`.
+///
+/// Why the ids are those of the whole text: byte-level BPE merges only inside a pre-tokenizer
+/// word, so a cut changes nothing when no word (and no special token) spans it. At such a newline
+/// the white-space run is exactly that one `\n`: every pre-tokenizer regex ends a word there
+/// (GPT-2's `\s+` takes the lone newline whether the next character is visible or the text ends;
+/// Llama 3 / Qwen 2's `?[^\s\p{L}\p{N}]+[\r\n]*` and `\s*[\r\n]+` take the newline with what is
+/// before it and stop at the visible character or the end alike; `[^\r\n\p{L}\p{N}]?\p{L}+` never
+/// starts with a newline; DeepSeek's stages isolate each newline), and no regex looks behind, so
+/// the next word starts at the cut in both cases. A cut next to other white space would not be
+/// safe: at the end of a text `\s+(?!\S)` takes a whole run of spaces that a following word would
+/// have shortened by one. SentencePiece does not split into words and adds a space at the start
+/// of each text, so `tokenize` reads those models' files whole.
+fn safe_cut(bytes: &[u8]) -> Option<usize> {
+    (1..bytes.len().saturating_sub(1))
+        .rev()
+        .find(|&i| {
+            bytes[i] == b'\n' && bytes[i - 1].is_ascii_graphic() && bytes[i + 1].is_ascii_graphic()
+        })
+        .map(|i| i + 1)
+}
+
+/// Whether a special or user-defined token contains a newline followed by a visible ASCII
+/// character, so that it could match across a [`safe_cut`] (byte-level vocabularies spell an
+/// ordinary newline `Ċ`; only tokens matched verbatim hold a raw one).
+fn special_token_spans_a_cut(tokenizer: &lmrs::Tokenizer) -> bool {
+    (0..tokenizer.vocab_size()).any(|id| {
+        let text = TokenId::try_from(id)
+            .ok()
+            .and_then(|id| tokenizer.token_text(id))
+            .unwrap_or("");
+        text.as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b'\n' && w[1].is_ascii_graphic())
+    })
+}
+
+/// `lmrs tokenize -f` for byte-level BPE: reads the file a block at a time, tokenizes it up to the
+/// last [`safe_cut`] and writes those ids at once, so memory stays bounded by the block size (plus
+/// the longest stretch without a cut) and not by the file. The output is the JSON array the
+/// whole text gives.
+fn tokenize_file_in_chunks(
+    tokenizer: &lmrs::Tokenizer,
+    path: &std::path::Path,
+    special: bool,
+) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let reading = || format!("reading {}", path.display());
+    let mut input = std::fs::File::open(path).with_context(reading)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut pending: Vec<u8> = Vec::new();
+    let mut first = true;
+    let mut ids_text = String::new();
+    let mut write_ids = |out: &mut std::io::BufWriter<_>, text: &[u8]| -> anyhow::Result<()> {
+        let text = std::str::from_utf8(text)
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                )
+            })
+            .with_context(reading)?;
+        ids_text.clear();
+        for id in tokenizer.encode(text, special) {
+            ids_text.push_str(if first { "[" } else { "," });
+            first = false;
+            std::fmt::Write::write_fmt(&mut ids_text, format_args!("{id}"))?;
+        }
+        out.write_all(ids_text.as_bytes())?;
+        Ok(())
+    };
+    loop {
+        let start = pending.len();
+        pending.resize(start + TOKENIZE_READ, 0);
+        let n = input.read(&mut pending[start..]).with_context(reading)?;
+        pending.truncate(start + n);
+        if n == 0 {
+            write_ids(&mut out, &pending)?;
+            break;
+        }
+        // Look for a cut in the part just read and the two bytes before it (a newline that was
+        // the last byte could not be judged before): earlier bytes had none.
+        let from = start.saturating_sub(2);
+        if let Some(cut) = safe_cut(&pending[from..]) {
+            let cut = from + cut;
+            write_ids(&mut out, &pending[..cut])?;
+            pending.drain(..cut);
+        }
+    }
+    out.write_all(if first { b"[]\n" } else { b"]\n" })?;
+    out.flush()?;
     Ok(())
 }
 

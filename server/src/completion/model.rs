@@ -33,6 +33,12 @@ pub(crate) enum ModelError {
     /// The model file does not exist.
     #[error("model file not found: {}", .0.display())]
     NotFound(PathBuf),
+    /// The model path names a directory.
+    #[error("model path is a directory: {} (expected a .gguf file)", .0.display())]
+    IsDirectory(PathBuf),
+    /// The model path names something other than a file or a directory (a device, a pipe).
+    #[error("model path is not a regular file: {} (expected a .gguf file)", .0.display())]
+    NotAFile(PathBuf),
     /// The file exists but the engine cannot load it.
     #[error("cannot load model {}", path.display())]
     Load {
@@ -106,8 +112,15 @@ impl CompletionModel {
     /// Loads the model for `params.path` and creates its session.
     pub(crate) fn load(params: &LoadParams) -> Result<Self, ModelError> {
         let path = &params.path;
-        if !path.is_file() {
-            return Err(ModelError::NotFound(path.clone()));
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => return Err(ModelError::IsDirectory(path.clone())),
+            Ok(m) if !m.is_file() => return Err(ModelError::NotAFile(path.clone())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ModelError::NotFound(path.clone()))
+            }
+            // Unreadable metadata (permissions): opening the file reports why.
+            Err(_) => {}
         }
         let model_params = ModelParams {
             n_threads: params.threads.max(1),

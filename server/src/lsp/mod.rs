@@ -8,4 +8,5 @@ pub(crate) mod cache;
 pub mod documents;
 pub mod position;
 pub(crate) mod server;
+pub(crate) mod transport;
 pub(crate) mod workspace;

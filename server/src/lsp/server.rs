@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::cache::{CompletionCache, Hit, AFTER_WINDOW, BEFORE_WINDOW};
 use super::documents::{DocumentStore, Edit};
 use super::position::{char_to_position, position_to_char, PositionEncoding};
+use super::transport::Transport;
 use super::workspace::Workspace;
 use crate::completion::definitions::{definitions, Definition};
 use crate::completion::model::LoadParams;
@@ -671,13 +672,15 @@ impl LanguageServer for Backend {
     }
 }
 
-/// Runs the server on stdin/stdout until the client exits.
+/// Runs the server on stdin/stdout until the client exits. An error when the framing of the input
+/// is lost or the client sent `exit` without `shutdown` (see [`Transport::finish`]).
 pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let worker = Worker::spawn()?;
     let (service, socket) = LspService::new(move |client| Backend::new(client, config, worker));
-    Server::new(tokio::io::stdin(), tokio::io::stdout(), socket)
+    let (transport, pipes) = Transport::stdio()?;
+    Server::new(pipes.input, pipes.output, socket)
         .concurrency_level(64)
         .serve(service)
         .await;
-    Ok(())
+    transport.finish().await
 }

@@ -18,6 +18,13 @@ pub struct LspClient {
     pub backlog: Vec<Value>,
 }
 
+/// `body` with its `Content-Length` header.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut framed = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    framed.extend_from_slice(body);
+    framed
+}
+
 fn write_msg(w: &mut impl Write, msg: &Value) {
     let body = serde_json::to_vec(msg).unwrap();
     let _ = write!(w, "Content-Length: {}\r\n\r\n", body.len());
@@ -91,6 +98,44 @@ impl LspClient {
 
     pub fn send(&mut self, msg: Value) {
         write_msg(&mut *self.stdin.lock().unwrap(), &msg);
+    }
+
+    /// Writes `bytes` to the server's stdin as they are (no framing added).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let mut stdin = self.stdin.lock().unwrap();
+        let _ = stdin.write_all(bytes);
+        let _ = stdin.flush();
+    }
+
+    /// Waits for the first message (backlog first) that `wanted` accepts.
+    pub fn message(&mut self, wanted: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+        if let Some(i) = self.backlog.iter().position(&wanted) {
+            return self.backlog.remove(i);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(m) if wanted(&m) => return m,
+                Ok(m) => self.backlog.push(m),
+                Err(_) => panic!(
+                    "no such message within {timeout:?}; seen: {:?}",
+                    self.backlog
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to end and returns its exit code.
+    pub fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the server did not exit within {timeout:?}");
     }
 
     pub fn notify(&mut self, method: &str, params: Value) {
