@@ -46,7 +46,9 @@ pub(crate) struct Config {
     /// GGUF model file. Default: `$LMRS_MODEL_DIR/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf`, else
     /// `~/.local/share/lmrs/models/` with that name.
     pub(crate) model_path: Option<PathBuf>,
-    /// Threads for the engine. Default: the number of CPUs, at most 8.
+    /// Threads for the engine. Default: the physical cores, at most 8 (GGML's workers spin at
+    /// barriers: a second thread on a core's other hyper-thread only adds contention). More than
+    /// the logical CPUs are capped to them, with a warning.
     pub(crate) threads: usize,
     /// KV-cache size in tokens. Default 2048.
     pub(crate) context_size: usize,
@@ -112,7 +114,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             model_path: None,
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
+            threads: default_threads(),
             context_size: 2048,
             max_tokens: 64,
             temperature: 0.0,
@@ -122,7 +124,7 @@ impl Default for Config {
             repo_header: false,
             block_lines: 16,
             snippet_tokens: 0,
-            context_tokens: 128,
+            context_tokens: 0,
             context_open_documents: true,
             context_workspace: true,
             index_max_file_bytes: 512 * 1024,
@@ -137,6 +139,41 @@ impl Default for Config {
             cache_size: 256,
         }
     }
+}
+
+/// The machine's logical CPUs.
+pub(crate) fn logical_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The default engine thread count: physical cores (Linux: distinct core ids per package in
+/// `/proc/cpuinfo`; elsewhere the logical CPUs), at most 8.
+fn default_threads() -> usize {
+    let physical = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .map(|info| physical_cores(&info))
+        .filter(|&n| n > 0)
+        .unwrap_or_else(logical_cpus);
+    physical.min(logical_cpus()).clamp(1, 8)
+}
+
+/// Distinct (`physical id`, `core id`) pairs of a `/proc/cpuinfo`; 0 when it names none.
+fn physical_cores(cpuinfo: &str) -> usize {
+    let mut cores = std::collections::HashSet::new();
+    let mut package = "";
+    for line in cpuinfo.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key.trim() {
+            "physical id" => package = value.trim(),
+            "core id" => {
+                cores.insert((package.to_owned(), value.trim().to_owned()));
+            }
+            _ => {}
+        }
+    }
+    cores.len()
 }
 
 fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
@@ -207,6 +244,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn physical_cores_count_distinct_cores_per_package() {
+        let two_cores_four_threads = "processor : 0\nphysical id : 0\ncore id : 0\n\nprocessor : 1\nphysical id : 0\ncore id : 1\n\nprocessor : 2\nphysical id : 0\ncore id : 0\n\nprocessor : 3\nphysical id : 0\ncore id : 1\n";
+        assert_eq!(physical_cores(two_cores_four_threads), 2);
+        let two_packages = "physical id : 0\ncore id : 0\nphysical id : 1\ncore id : 0\n";
+        assert_eq!(physical_cores(two_packages), 2);
+        assert_eq!(physical_cores("processor : 0\n"), 0);
+        assert!((1..=8).contains(&default_threads()));
+    }
     use serde_json::json;
 
     #[test]

@@ -512,7 +512,10 @@ fn definitions_from_closed_files_of_the_workspace_reach_the_prompt_and_nothing_f
         "textDocument/didSave",
         json!({"textDocument": {"uri": format!("{root}/pkg/checksums.py")}}),
     );
-    let edited = main.replace("compute_checksum\n", "compute_checksum, compute_digest_v2\n");
+    let edited = main.replace(
+        "compute_checksum\n",
+        "compute_checksum, compute_digest_v2\n",
+    );
     c.notify(
         "textDocument/didChange",
         json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": edited}]}),

@@ -9,10 +9,15 @@ use super::retrieval::{similar_snippet, Snippet, SnippetParams};
 /// Characters of text the prompt builder may look at per prompt token of budget.
 const CHARS_PER_TOKEN_WINDOW: usize = 8;
 
+/// The rest of the cursor line is kept whole up to this many characters even when the suffix
+/// window is smaller; only a longer line is cut.
+const LONG_LINE_CHARS: usize = 1024;
+
 /// The text around the cursor, copied out of the document.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CursorContext {
-    /// From the start of line `prefix_first_line` to the cursor.
+    /// From the start of line `prefix_first_line` to the cursor (from within the cursor line when
+    /// that line alone is longer than the window).
     pub(crate) prefix: String,
     /// Absolute line number of the first line of `prefix`.
     pub(crate) prefix_first_line: usize,
@@ -21,7 +26,9 @@ pub(crate) struct CursorContext {
 }
 
 impl CursorContext {
-    /// Copies the windows the prompt needs (line-aligned prefix start) out of a rope.
+    /// Copies the windows the prompt needs (line-aligned prefix start) out of a rope. A line longer
+    /// than a window is cut: the cursor line on its left, the rest of it on its right, so a huge
+    /// line (minified code, data) costs no more than the budgets.
     pub(crate) fn extract(
         rope: &Rope,
         cursor: usize,
@@ -35,9 +42,8 @@ impl CursorContext {
         if rope.line_to_char(first_line) < start && first_line < cursor_line {
             first_line += 1;
         }
-        let mut end = cursor
-            .saturating_add(suffix_tokens.saturating_mul(CHARS_PER_TOKEN_WINDOW))
-            .min(rope.len_chars());
+        let suffix_window = suffix_tokens.saturating_mul(CHARS_PER_TOKEN_WINDOW);
+        let mut end = cursor.saturating_add(suffix_window).min(rope.len_chars());
         if end < rope.len_chars() {
             // Cut at a line start (but keep the cursor line), so the suffix window does not move
             // with the cursor while typing: the prompt keeps its KV-cached prefix.
@@ -45,14 +51,18 @@ impl CursorContext {
             end = if end_line > cursor_line {
                 rope.line_to_char(end_line)
             } else {
-                rope.line_to_char((cursor_line + 1).min(rope.len_lines()))
-                    .min(rope.len_chars())
+                let next_line = rope
+                    .line_to_char((cursor_line + 1).min(rope.len_lines()))
+                    .min(rope.len_chars());
+                // The rest of a line longer than the window (and than any ordinary line) is cut
+                // on its right.
+                next_line.min(cursor.saturating_add(suffix_window.max(LONG_LINE_CHARS)))
             };
         }
+        // A cursor line longer than the window starts the prefix within it.
+        let prefix_start = rope.line_to_char(first_line).max(start);
         Self {
-            prefix: rope
-                .slice(rope.line_to_char(first_line)..cursor)
-                .to_string(),
+            prefix: rope.slice(prefix_start..cursor).to_string(),
             prefix_first_line: first_line,
             suffix: rope.slice(cursor..end).to_string(),
         }
@@ -123,6 +133,32 @@ mod tests {
         let all = CursorContext::extract(&rope, 999, 1000, 1000);
         assert_eq!(all.prefix_first_line, 0);
         assert_eq!(all.suffix, "");
+    }
+
+    #[test]
+    fn a_huge_line_is_cut_to_the_windows() {
+        let line = format!(
+            "x = [{}]",
+            (0..3000)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let rope = Rope::from_str(&format!("import os\n{line}\nprint(x)\n"));
+        let cursor = 10 + 4000; // column 4000 of the long line
+        let ctx = CursorContext::extract(&rope, cursor, 16, 16);
+        assert_eq!(
+            ctx.prefix.chars().count(),
+            16 * CHARS_PER_TOKEN_WINDOW,
+            "cut on its left"
+        );
+        assert_eq!(ctx.prefix_first_line, 1);
+        assert!(!ctx.prefix.contains('\n'));
+        assert_eq!(
+            ctx.suffix.chars().count(),
+            LONG_LINE_CHARS,
+            "cut on its right"
+        );
     }
 
     #[test]

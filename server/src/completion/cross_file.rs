@@ -66,6 +66,7 @@ pub(crate) fn rank_context(
         .map(|d| d.name)
         .collect();
     let mut imported: Vec<&str> = Vec::new();
+    let mut aliased: Vec<(&str, &str)> = Vec::new();
     let mut used_outside_imports: HashSet<&str> = HashSet::new();
     for (index, line) in lines.iter().enumerate() {
         if index == cursor_line {
@@ -76,6 +77,10 @@ pub(crate) fn rank_context(
                 if !imported.contains(&name) {
                     imported.push(name);
                 }
+            }
+            // `import x as y` / `use a::x as y;`: using `y` uses `x`.
+            for (name, alias) in aliases(line) {
+                aliased.push((name, alias));
             }
         } else {
             used_outside_imports.extend(identifiers(line));
@@ -90,6 +95,11 @@ pub(crate) fn rank_context(
             ranked.push((name.to_owned(), score));
         }
     };
+    for &(name, alias) in &aliased {
+        if used_outside_imports.contains(alias) {
+            used_outside_imports.insert(name);
+        }
+    }
     for name in &imported {
         let score = if used_outside_imports.contains(name) {
             0.5
@@ -155,6 +165,17 @@ fn is_import_line(line: &str) -> bool {
             .expect("the import pattern is valid")
         })
         .is_match(line)
+}
+
+/// The `(name, alias)` pairs of an import line's `name as alias` clauses.
+fn aliases(line: &str) -> impl Iterator<Item = (&str, &str)> {
+    static ALIAS: OnceLock<Regex> = OnceLock::new();
+    ALIAS
+        .get_or_init(|| {
+            Regex::new(r"([A-Za-z_]\w*)\s+as\s+([A-Za-z_]\w*)").expect("the alias pattern is valid")
+        })
+        .captures_iter(line)
+        .filter_map(|c| Some((c.get(1)?.as_str(), c.get(2)?.as_str())))
 }
 
 /// The identifiers of a line of code, outside line comments and string literals.
@@ -248,6 +269,17 @@ mod tests {
                 parse_header pkg/util.py:3
                 MAX_FIELDS pkg/parser.py:3
                 helper pkg/util.py:0"#]],
+        );
+    }
+
+    #[test]
+    fn an_import_used_through_its_alias_counts_as_used() {
+        check(
+            "from .parser import parse_header as ph, MAX_FIELDS\n\ndef main(text):\n    h = ph(text)\n    $0\n",
+            expect![[r#"
+                MAX_FIELDS pkg/parser.py:3
+                parse_header pkg/parser.py:0
+                parse_header pkg/util.py:3"#]],
         );
     }
 

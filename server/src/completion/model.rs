@@ -14,7 +14,10 @@ use lmrs::{
     LoadError, Model, ModelParams, RunnerUp, Session, SessionParams, StopReason, TokenId,
 };
 
+use tracing::warn;
+
 use super::prompt::{FimSupport, FimToken, Segment};
+use crate::config::logical_cpus;
 
 /// What to load.
 #[derive(Clone, Debug)]
@@ -122,8 +125,17 @@ impl CompletionModel {
             // Unreadable metadata (permissions): opening the file reports why.
             Err(_) => {}
         }
+        // More threads than CPUs only make GGML's workers wait for each other at every barrier.
+        let cpus = logical_cpus();
+        let threads = params.threads.clamp(1, cpus);
+        if threads < params.threads {
+            warn!(
+                asked = params.threads,
+                cpus, "more engine threads than CPUs asked for: using one per CPU"
+            );
+        }
         let model_params = ModelParams {
-            n_threads: params.threads.max(1),
+            n_threads: threads,
             ..ModelParams::default()
         };
         let model = Model::load(path, model_params).map_err(|source| ModelError::Load {
@@ -139,7 +151,7 @@ impl CompletionModel {
             SessionParams {
                 n_ctx,
                 n_batch: 512.min(n_ctx),
-                n_threads: params.threads.max(1),
+                n_threads: threads,
             },
         )
         .map_err(|source| ModelError::Session {

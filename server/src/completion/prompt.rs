@@ -211,6 +211,47 @@ fn last_lines_within(lines: &[&str], budget: usize, count: &dyn Fn(&str) -> usiz
     first
 }
 
+/// The longest end of `text` (cut at a character) of at most `budget` tokens.
+fn end_within<'t>(text: &'t str, budget: usize, count: &dyn Fn(&str) -> usize) -> &'t str {
+    if count(text) <= budget {
+        return text;
+    }
+    let starts: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+    // The first start whose end fits: fewer characters never cost more tokens here.
+    let (mut lo, mut hi) = (0, starts.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if count(&text[starts[mid]..]) <= budget {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    starts.get(lo).map_or("", |&at| &text[at..])
+}
+
+/// The longest start of `text` (cut at a character) of at most `budget` tokens.
+fn start_within<'t>(text: &'t str, budget: usize, count: &dyn Fn(&str) -> usize) -> &'t str {
+    if count(text) <= budget {
+        return text;
+    }
+    let ends: Vec<usize> = text.char_indices().map(|(i, c)| i + c.len_utf8()).collect();
+    let (mut lo, mut hi) = (0, ends.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if count(&text[..ends[mid]]) <= budget {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo == 0 {
+        ""
+    } else {
+        &text[..ends[lo - 1]]
+    }
+}
+
 /// Builds the prompt. `count` returns the number of model tokens of a text.
 pub(crate) fn build_prompt(
     input: &PromptInput<'_>,
@@ -228,6 +269,8 @@ pub(crate) fn build_prompt(
     };
     let heal_at = heal_start(cursor_line);
     let (cursor_kept, heal) = cursor_line.split_at(heal_at);
+    // A cursor line longer than the whole prefix budget keeps only its end.
+    let cursor_kept = end_within(cursor_kept, params.prefix_tokens, count);
 
     // --- context from other files: best first, within its own budget, which comes out of the
     // prefix's so the prompt (and the time to evaluate it) does not grow.
@@ -265,6 +308,13 @@ pub(crate) fn build_prompt(
     let mut suffix = String::new();
     let mut used = 0;
     for (i, l) in input.suffix.split_inclusive('\n').enumerate() {
+        // The rest of the cursor line is always shown, but only its start when it alone is over
+        // the budget.
+        let l = if i == 0 && params.suffix_tokens > 0 {
+            start_within(l, params.suffix_tokens, count)
+        } else {
+            l
+        };
         let t = count(l);
         if i > 0 && used + t > params.suffix_tokens {
             break;
@@ -547,6 +597,18 @@ mod tests {
                 <|fim_middle|>y = foo(x,
                 [heal " "]"#]],
         );
+    }
+
+    #[test]
+    fn a_cursor_line_over_the_budgets_is_cut_on_both_sides() {
+        let numbers: Vec<String> = (0..60).map(|i| i.to_string()).collect();
+        let before = format!("x = [{}, ", numbers[..30].join(", "));
+        let after = format!("{}]\nprint(x)\n", numbers[30..].join(", "));
+        let p = params(FimOrder::LinePsm, 8, 6, 1);
+        expect![[r#"
+            <|fim_prefix|><|fim_suffix|>30, 31, 32, 33, 34, 35, <|fim_middle|> 22, 23, 24, 25, 26, 27, 28, 29,
+            [heal " "]"#]]
+        .assert_eq(&build(&format!("{before}$0{after}"), QWEN, p, false).render());
     }
 
     #[test]
