@@ -14,7 +14,7 @@ pub(crate) struct ConfigArgs {
     /// GGUF model file [default: $LMRS_MODEL_DIR/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf]
     #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
-    /// Engine threads [default: CPUs, at most 8]
+    /// Engine threads, at most the CPUs [default: physical cores, at most 8]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// KV-cache size in tokens [default: 2048]
