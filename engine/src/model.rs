@@ -38,6 +38,14 @@ pub struct ModelParams {
     /// (the file's clean pages, which the kernel can drop under memory pressure). On by default;
     /// `LMRS_DUAL_LAYOUT=0` turns it off by default.
     pub dual_layout: bool,
+    /// Use the weights that are not copied anyway (not repacked, not widened) in place from the
+    /// file mapping instead of copying them into the process's memory. Mapped pages are shared with
+    /// the page cache (and with other processes mapping the same file) and can be dropped under
+    /// memory pressure, but a model file truncated or rewritten while it is mapped makes the next
+    /// access fault (SIGBUS) or read changed weights. Off by default: the copy keeps serving the
+    /// model as it was loaded whatever happens to the file, and the file is closed after loading.
+    /// `LMRS_MAP_WEIGHTS=1` turns it on by default.
+    pub map_weights: bool,
 }
 
 impl Default for ModelParams {
@@ -48,6 +56,7 @@ impl Default for ModelParams {
             flash_attention: std::env::var("LMRS_FLASH_ATTN").map_or(true, |v| v != "0"),
             widen_q5_0: std::env::var("LMRS_WIDEN_Q5_0").map_or(true, |v| v != "0"),
             dual_layout: std::env::var("LMRS_DUAL_LAYOUT").map_or(true, |v| v != "0"),
+            map_weights: std::env::var("LMRS_MAP_WEIGHTS").is_ok_and(|v| v == "1"),
         }
     }
 }
@@ -90,13 +99,15 @@ pub struct ModelInfo {
 
 /// A loaded model: immutable, `Send + Sync`, shared between sessions as `Arc<Model>`.
 pub struct Model {
-    // Drop order: the architecture and weights reference the file mapping, which goes last.
+    // Drop order: the weights may use the file mapping, which goes last.
     architecture: Box<dyn Architecture>,
     weights: Weights,
     tokenizer: Tokenizer,
     info: ModelInfo,
     params: ModelParams,
-    _file: Arc<GgufFile>,
+    /// The mapped file, kept only while weights are used from it ([`ModelParams::map_weights`]);
+    /// otherwise it is closed once the model is loaded.
+    _file: Option<Arc<GgufFile>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -147,6 +158,7 @@ impl Model {
             repack: params.repack,
             widen_q5_0: params.widen_q5_0,
             dual_layout: params.dual_layout,
+            map_weights: params.map_weights,
         };
         let weights = binder.finish(path, placement)?;
         let hp = architecture.hyperparameters();
@@ -179,13 +191,14 @@ impl Model {
             dual_layout_mb = info.dual_layout_bytes / (1 << 20),
             "model loaded"
         );
+        let params_map_weights = params.map_weights;
         Ok(Model {
             architecture,
             weights,
             tokenizer,
             info,
             params,
-            _file: file,
+            _file: params_map_weights.then_some(file),
         })
     }
 

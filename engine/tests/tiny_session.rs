@@ -218,6 +218,30 @@ fn weights_give_the_same_logits_repacked_or_mapped() {
     }
 }
 
+#[test]
+fn weights_give_the_same_logits_copied_into_memory_or_mapped() {
+    for arch in TinyArch::ALL {
+        let with = |map_weights| {
+            load_tiny_with(
+                arch,
+                SEED,
+                ModelParams {
+                    n_threads: 2,
+                    repack: false,
+                    map_weights,
+                    ..ModelParams::default()
+                },
+            )
+        };
+        let (copied, mapped) = (with(false), with(true));
+        assert_prompt_logits_agree(
+            &mapped.model,
+            &copied.model,
+            &format!("{arch}: mapped vs copied"),
+        );
+    }
+}
+
 /// Asserts that two loadings of the same model give the same logits (within the batch-shape
 /// tolerance) after the tiny code prompt, evaluated one token at a time and as one batch.
 fn assert_prompt_logits_agree(a: &Arc<Model>, b: &Arc<Model>, what: &str) {

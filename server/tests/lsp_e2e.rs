@@ -526,3 +526,35 @@ fn definitions_from_closed_files_of_the_workspace_reach_the_prompt_and_nothing_f
     c.shutdown();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_model_file_truncated_while_served_does_not_kill_the_server() {
+    // The server's own copy of the model file, truncated after loading (as `truncate -s` or an
+    // interrupted download over it would): the weights were copied into memory, so completions go on.
+    let path = std::env::temp_dir().join(format!("lmrs-e2e-truncated-{}.gguf", std::process::id()));
+    std::fs::copy(tiny_model(), &path).unwrap();
+    let mut c = LspClient::spawn(&["--model", path.to_str().unwrap(), "--threads", "1"]);
+    c.initialize(&["utf-16"], json!({"maxTokens": 4}));
+    c.wait_model_ready(T);
+    let uri = "file:///work/demo/t.py";
+    c.open(uri, "python", "def add(a, b):\n    return ");
+    c.inline_texts(uri, 1, 11);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(16)
+        .unwrap();
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": "def sub(a, b):\n    return "}]}),
+    );
+    let id = c.inline(uri, 1, 11, false);
+    let answer = c.response(id, T);
+    assert!(
+        answer.get("result").is_some(),
+        "answered after truncation: {answer}"
+    );
+    c.shutdown();
+    std::fs::remove_file(&path).ok();
+}

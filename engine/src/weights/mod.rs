@@ -29,6 +29,8 @@ pub(crate) struct PlacementParams {
     pub widen_q5_0: bool,
     /// Keep in-place twins of repacked k-quant matrices for large batches (x86-64 only).
     pub dual_layout: bool,
+    /// Use the in-place weights from the file mapping instead of copies in memory.
+    pub map_weights: bool,
 }
 
 /// Smallest batch that runs on the in-place twins of repacked matrices ([`ModelParams::dual_layout`]).
@@ -242,19 +244,23 @@ impl<'f> WeightBinder<'f> {
             }
         }
 
-        // Mapped weights: a host buffer over the whole file, each tensor at its file offset.
-        let mapped = if mapped_infos.is_empty() {
-            FrozenContext::empty()?
-        } else {
-            let offsets: Vec<usize> = mapped_infos.iter().map(|i| i.offset as usize).collect();
-            mapped.freeze_in_shared_bytes(self.file.clone(), &offsets)?
-        };
-
-        // Copied weights (repacked, widened): read with positioned reads, so that the mapping's pages
-        // for them are never touched; Q5_0 widened on the way; repacked by the buffer's set_tensor.
+        // Copied weights (repacked, widened, and the in-place ones unless they are mapped): read
+        // with positioned reads, so that the mapping's pages for them are never touched; Q5_0
+        // widened on the way; repacked by the buffer's set_tensor.
         let loader = CopiedWeightLoader {
             path,
             file_bytes: self.file.bytes(),
+        };
+
+        // In-place weights: a host buffer over the whole file, each tensor at its file offset, or
+        // a copy of them in plain CPU memory (the same layout).
+        let mapped = if mapped_infos.is_empty() {
+            FrozenContext::empty()?
+        } else if params.map_weights {
+            let offsets: Vec<usize> = mapped_infos.iter().map(|i| i.offset as usize).collect();
+            mapped.freeze_in_shared_bytes(self.file.clone(), &offsets)?
+        } else {
+            loader.load(mapped, &mapped_infos, BufferKind::Cpu)?.0
         };
         let (repacked, repacked_bytes, widened_into_repacked) =
             loader.load(repacked, &repacked_infos, BufferKind::Repack)?;
