@@ -274,6 +274,13 @@ impl LspClient {
         panic!("server did not exit after shutdown/exit");
     }
 
+    /// Open file descriptors of the server process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+
     pub fn rss_kb(&self) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
