@@ -2,8 +2,8 @@
 //!
 //! Handlers never block on the model: document notifications apply their edits synchronously under
 //! a short lock, and completion requests either answer from the cache at once or await a reply from
-//! the [`Worker`] thread. A newer request for the same document cancels the older one's flag (the
-//! engine stops within one token) and the older one answers empty; `$/cancelRequest` drops the
+//! the [`Worker`] thread. A newer request cancels the flags of all older ones, for any document
+//! (the engine stops within one token), and they answer empty; `$/cancelRequest` drops the
 //! handler future, whose guard sets the flag too. Every request gets an answer.
 
 use std::collections::HashMap;
@@ -372,10 +372,15 @@ impl Backend {
     async fn complete(&self, uri: &str, input: CompletionInput, config: Arc<Config>) -> Completion {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = CancelFlag::new();
-        if let Some((_, older)) =
-            lock(&self.shared.inflight).insert(uri.to_owned(), (id, cancel.clone()))
         {
-            older.cancel(); // supersede
+            // Supersede every request in flight, whatever its document: the worker serves one at
+            // a time, and the newest is the one the person is waiting for (a long prompt in a
+            // document left behind must not hold up the one being typed in).
+            let mut inflight = lock(&self.shared.inflight);
+            for (_, (_, older)) in inflight.drain() {
+                older.cancel();
+            }
+            inflight.insert(uri.to_owned(), (id, cancel.clone()));
         }
         let guard = CancelOnDrop(cancel.clone());
         let job = Job {
