@@ -210,3 +210,54 @@ fn a_directory_as_model_path_is_named_as_one() {
     );
     c.shutdown();
 }
+
+#[test]
+fn closing_stdin_mid_request_ends_the_process_at_once() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lmrs"))
+        .args(["lsp", "--model", tiny_model(), "--threads", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let long =
+        json!({"maxTokens": 4000, "maxLines": 100000, "timeoutMs": 600000, "contextSize": 4096});
+    for message in [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+               "params": {"processId": null, "capabilities": {}, "initializationOptions": long}}),
+        json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}),
+        json!({"jsonrpc": "2.0", "method": "textDocument/didOpen",
+               "params": {"textDocument": {"uri": "file:///w/a.py", "languageId": "python", "version": 1, "text": "x = 1\n\n"}}}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "textDocument/inlineCompletion",
+               "params": {"textDocument": {"uri": "file:///w/a.py"}, "position": {"line": 1, "character": 0},
+                          "context": {"triggerKind": 2}}}),
+    ] {
+        stdin
+            .write_all(&frame(&serde_json::to_vec(&message).unwrap()))
+            .unwrap();
+    }
+    stdin.flush().unwrap();
+    // Let the long generation start, then the editor goes away.
+    std::thread::sleep(Duration::from_millis(300));
+    let closed = std::time::Instant::now();
+    drop(stdin);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if closed.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("still running 30 s after stdin closed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let waited = closed.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        waited < Duration::from_millis(1500),
+        "the process ended {waited:?} after stdin closed; the generation was not cut short"
+    );
+}

@@ -683,9 +683,14 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let worker = Worker::spawn()?;
     let (service, socket) = LspService::new(move |client| Backend::new(client, config, worker));
     let (transport, pipes) = Transport::stdio()?;
-    Server::new(pipes.input, pipes.output, socket)
+    let server = Server::new(pipes.input, pipes.output, socket)
         .concurrency_level(64)
-        .serve(service)
-        .await;
+        .serve(service);
+    tokio::select! {
+        () = server => {}
+        // The editor is gone: requests in flight are dropped (their guards cancel the work within
+        // one token) instead of being waited for.
+        () = transport.input_ended() => {}
+    }
     transport.finish().await
 }

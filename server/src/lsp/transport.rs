@@ -88,6 +88,8 @@ pub(crate) struct Transport {
     output: tokio_mpsc::Sender<Option<Vec<u8>>>,
     writer: std::thread::JoinHandle<()>,
     ending: Arc<Mutex<Option<Ending>>>,
+    /// Signalled when the client's input ends without `exit` (end of input, lost framing).
+    input_ended: Arc<tokio::sync::Notify>,
 }
 
 /// The ends of the pipes that `tower-lsp-server` reads and writes.
@@ -108,7 +110,9 @@ impl Transport {
         let gate: Gate = Arc::default();
         let armed = Arc::new(AtomicBool::new(false));
         let ending = Arc::new(Mutex::new(None));
+        let input_ended = Arc::new(tokio::sync::Notify::new());
         let reader = Reader {
+            input_ended: input_ended.clone(),
             runtime: tokio::runtime::Handle::current(),
             server: input_ours,
             output: output.clone(),
@@ -125,12 +129,19 @@ impl Transport {
             output,
             writer,
             ending,
+            input_ended,
         };
         let server = ServerSide {
             input: input_theirs,
             output: output_theirs,
         };
         Ok((transport, server))
+    }
+
+    /// Resolves when the client's input has ended without `exit` (the editor is gone): the caller
+    /// then stops waiting for requests in flight, whose work is cancelled when they are dropped.
+    pub(crate) async fn input_ended(&self) {
+        self.input_ended.notified().await;
     }
 
     /// Writes out what the server wrote, then says how the session ended: an error for lost
@@ -275,6 +286,7 @@ struct Reader {
     gate: Gate,
     armed: Arc<AtomicBool>,
     ending: Arc<Mutex<Option<Ending>>>,
+    input_ended: Arc<tokio::sync::Notify>,
 }
 
 impl Reader {
@@ -335,6 +347,7 @@ impl Reader {
             warn!("lost the LSP message framing on stdin: {why}");
         }
         self.set_ending(ending);
+        self.input_ended.notify_one();
         // Dropping `self.server` ends the server's input.
     }
 
