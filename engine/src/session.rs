@@ -287,6 +287,14 @@ impl Session {
         self.allocator.buffer_size()
     }
 
+    /// Computes with `n_threads` threads from now on, at most [`SessionParams::n_threads`]. Fewer
+    /// help when other processes keep cores busy: GGML's threads wait for each other at every step
+    /// of a graph, so one thread that the system deschedules stalls them all.
+    pub fn set_active_threads(&mut self, n_threads: usize) {
+        self.backend
+            .set_n_threads(n_threads.min(self.params.n_threads));
+    }
+
     /// Uses `flag` for cancellation from now on.
     pub fn set_cancel_flag(&mut self, flag: CancelFlag) {
         self.backend.set_abort_flag(flag.0.clone());

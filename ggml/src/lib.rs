@@ -1249,6 +1249,8 @@ impl GraphAllocator {
 pub struct CpuBackend {
     backend: NonNull<sys::ggml_backend>,
     threadpool: NonNull<sys::ggml_threadpool>,
+    /// Threads of the pool (the most a graph can use).
+    pool_threads: usize,
     // Boxed so the abort callback keeps a stable address while `set_abort_flag` swaps the Arc.
     #[allow(clippy::redundant_allocation)]
     abort: Box<Arc<AtomicBool>>,
@@ -1298,8 +1300,16 @@ impl CpuBackend {
         Ok(CpuBackend {
             backend,
             threadpool,
+            pool_threads: n_threads,
             abort,
         })
+    }
+
+    /// Runs later graphs on `n_threads` of the pool's threads (clamped to 1 and the pool's size).
+    pub fn set_n_threads(&mut self, n_threads: usize) {
+        let n_threads = n_threads.clamp(1, self.pool_threads);
+        // SAFETY: valid backend; GGML stores the count for later computations.
+        unsafe { sys::ggml_backend_cpu_set_n_threads(self.backend.as_ptr(), n_threads as i32) };
     }
 
     /// Uses `flag` as the abort flag: when it becomes true, a running computation stops between nodes.

@@ -109,6 +109,8 @@ impl Generation {
 pub(crate) struct CompletionModel {
     model: Arc<Model>,
     session: Session,
+    /// The configured engine threads (the most a generation uses).
+    threads: usize,
 }
 
 impl CompletionModel {
@@ -158,7 +160,11 @@ impl CompletionModel {
             path: path.clone(),
             source,
         })?;
-        Ok(Self { model, session })
+        Ok(Self {
+            model,
+            session,
+            threads,
+        })
     }
 
     /// Token ids of `text`, special tokens not parsed.
@@ -227,6 +233,11 @@ impl CompletionModel {
             .max(1);
         let prompt = &req.prompt[req.prompt.len().saturating_sub(room)..];
         self.session.set_cancel_flag(cancel.clone());
+        self.session.set_active_threads(threads_beside_others(
+            self.threads,
+            logical_cpus(),
+            busy_elsewhere(),
+        ));
         let mut params = InferenceParameters::default()
             .with_temperature(req.temperature)
             .with_seed(req.seed)
@@ -269,6 +280,69 @@ impl CompletionModel {
             info.file_size / 1_000_000,
             self.session.n_ctx()
         )
+    }
+}
+
+/// Threads to compute with when `others` threads of other processes are running on `cpus` CPUs:
+/// the configured count, but no more than the CPUs the others leave free, and at least one.
+fn threads_beside_others(configured: usize, cpus: usize, others: usize) -> usize {
+    configured.min(cpus.saturating_sub(others)).max(1)
+}
+
+/// Threads of other processes running right now (Linux: `procs_running` of `/proc/stat` less this
+/// process's running threads; the least of three looks a millisecond apart, as it flickers); 0
+/// where that cannot be read.
+fn busy_elsewhere() -> usize {
+    (0..3)
+        .map(|i| {
+            if i > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            running_everywhere().saturating_sub(running_here())
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+fn running_everywhere() -> usize {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            stat.lines()
+                .find_map(|line| line.strip_prefix("procs_running "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn running_here() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            // The state follows the command name, which ends at the last ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                == Some("R")
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use super::*;
+
+    #[test]
+    fn threads_leave_the_cpus_other_processes_use() {
+        assert_eq!(threads_beside_others(2, 2, 0), 2);
+        assert_eq!(threads_beside_others(2, 2, 1), 1);
+        assert_eq!(threads_beside_others(2, 2, 5), 1);
+        assert_eq!(threads_beside_others(4, 8, 2), 4);
+        assert_eq!(threads_beside_others(8, 8, 3), 5);
+        // This process's own running threads are not "elsewhere".
+        assert!(running_here() >= 1, "the test thread itself is running");
     }
 }
 
