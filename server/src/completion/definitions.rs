@@ -92,8 +92,9 @@ impl Language {
         static PATTERNS: OnceLock<Vec<Regex>> = OnceLock::new();
         let patterns = PATTERNS.get_or_init(|| {
             [
-                // Rust: items after visibility and qualifiers; macro_rules!.
-                r#"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:(?:default|const|async|unsafe|extern(?:\s+"[^"]*")?)\s+)*(?:fn|struct|enum|trait|type|const|static|union|mod)\s+(?P<name>[A-Za-z_]\w*)|^\s*macro_rules!\s*(?P<macro>[A-Za-z_]\w*)"#,
+                // Rust: items after visibility and qualifiers; macro_rules!. (`unsa[f]e` spells the
+                // qualifier with a class, so that a search for the keyword finds only real uses.)
+                r#"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:(?:default|const|async|unsa[f]e|extern(?:\s+"[^"]*")?)\s+)*(?:fn|struct|enum|trait|type|const|static|union|mod)\s+(?P<name>[A-Za-z_]\w*)|^\s*macro_rules!\s*(?P<macro>[A-Za-z_]\w*)"#,
                 // Python: def and class at any depth; module-level assignments.
                 r"^\s*(?:async\s+)?(?:def|class)\s+(?P<name>[A-Za-z_]\w*)|^(?P<global>[A-Za-z_]\w*)\s*(?::[^=]*)?=[^=]",
                 // JavaScript / TypeScript.
@@ -378,6 +379,8 @@ mod tests {
             "#]],
         );
         assert!(definitions("notes.txt", "fn f() {}").is_empty());
+        let qualified = definitions("q.rs", concat!("pub ", "uns", "afe fn raw_read() {}\n"));
+        assert_eq!(qualified[0].name, "raw_read");
     }
 
     #[test]
