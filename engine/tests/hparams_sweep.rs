@@ -16,7 +16,7 @@ use lmrs::{
     InferenceFeedback, InferenceParameters, LoadError, Model, ModelParams, Session, SessionParams,
 };
 use lmrs_fixtures::tiny::{tiny_model_writer_with_shape, TinyArch, TinyShape};
-use lmrs_fixtures::GgufWriter;
+use lmrs_fixtures::{GgufWriter, SplitMix64 as Rng};
 use tiny_support::{model_params, TempDir};
 
 /// Set in the child process that runs the sweep.
@@ -47,31 +47,6 @@ struct Case {
     repack: bool,
     n_ctx: usize,
     n_batch: usize,
-}
-
-/// SplitMix64: a deterministic generator, so a failing case comes back on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())].clone()
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
 }
 
 /// Adversarial values of one key, for a model of `shape`.
@@ -346,7 +321,7 @@ fn run_case(dir: &TempDir, index: usize, case: &Case, tally: &mut Tally) {
 /// The sweep itself, in the child.
 fn sweep() {
     let dir = TempDir::new("hparams-sweep");
-    let mut rng = Rng(0x0068_7061_7261_6d73);
+    let mut rng = Rng::new(0x0068_7061_7261_6d73);
     let mut cases = fixed_cases();
     cases.extend((0..RANDOM_CASES).map(|_| random_case(&mut rng)));
     let mut tally = Tally::default();

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{frame, LspClient};
+use lmrs_fixtures::SplitMix64 as Rng;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
@@ -27,25 +28,6 @@ fn tiny_model() -> &'static str {
     })
     .to_str()
     .unwrap()
-}
-
-/// SplitMix64: a small seeded generator, so a failing mix can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
 }
 
 const SNIPPETS: &[&str] = &[
@@ -85,7 +67,7 @@ fn a_randomized_session_keeps_being_served_with_bounded_memory_and_descriptors()
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut c = LspClient::spawn(&["--model", tiny_model(), "--threads", "1"]);
     c.initialize(&["utf-16"], json!({"maxTokens": 6, "timeoutMs": 200}));
     c.wait_model_ready(T);
@@ -111,7 +93,7 @@ fn a_randomized_session_keeps_being_served_with_bounded_memory_and_descriptors()
             }
             // Close one.
             8..=11 if !docs.is_empty() => {
-                let (uri, _, _) = docs.remove(rng.below(docs.len() as u64) as usize);
+                let (uri, _, _) = docs.remove(rng.below(docs.len()));
                 c.notify(
                     "textDocument/didClose",
                     json!({"textDocument": {"uri": uri}}),
@@ -120,8 +102,8 @@ fn a_randomized_session_keeps_being_served_with_bounded_memory_and_descriptors()
             // Type: an insertion at the end of a random line (whole-document sync keeps the
             // client's copy exact), or an out-of-range edit the server must refuse quietly.
             12..=54 if !docs.is_empty() => {
-                let i = rng.below(docs.len() as u64) as usize;
-                let snippet = *rng.pick(SNIPPETS);
+                let i = rng.below(docs.len());
+                let snippet = rng.pick(SNIPPETS);
                 let (uri, version, text) = &mut docs[i];
                 *version += 1;
                 if rng.below(10) == 0 {
@@ -132,7 +114,7 @@ fn a_randomized_session_keeps_being_served_with_bounded_memory_and_descriptors()
                     );
                 } else {
                     let lines: Vec<&str> = text.split('\n').collect();
-                    let line = rng.below(lines.len() as u64) as usize;
+                    let line = rng.below(lines.len());
                     let mut new_lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
                     new_lines[line].push_str(snippet);
                     *text = new_lines.join("\n");
@@ -145,8 +127,8 @@ fn a_randomized_session_keeps_being_served_with_bounded_memory_and_descriptors()
             }
             // Ask for a completion somewhere (some past the end of the document).
             55..=84 if !docs.is_empty() => {
-                let (uri, _, text) = rng.pick(&docs).clone();
-                let lines = text.split('\n').count() as u64;
+                let (uri, _, text) = rng.pick(&docs);
+                let lines = text.split('\n').count();
                 let id = c.inline(
                     &uri,
                     rng.below(lines + 2) as u32,
@@ -158,7 +140,7 @@ fn a_randomized_session_keeps_being_served_with_bounded_memory_and_descriptors()
             }
             // Cancel a pending request.
             85..=89 if !pending.is_empty() => {
-                let id = pending[rng.below(pending.len() as u64) as usize];
+                let id = pending[rng.below(pending.len())];
                 c.notify("$/cancelRequest", json!({"id": id}));
             }
             // Change the configuration.
@@ -172,7 +154,7 @@ fn a_randomized_session_keeps_being_served_with_bounded_memory_and_descriptors()
             }
             // Something hostile.
             _ => {
-                let message: &[u8] = HOSTILE[rng.below(HOSTILE.len() as u64) as usize];
+                let message: &[u8] = HOSTILE[rng.below(HOSTILE.len())];
                 c.send_raw(&frame(message));
             }
         }
