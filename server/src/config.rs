@@ -78,7 +78,8 @@ pub(crate) struct Config {
     pub(crate) snippet_tokens: usize,
     /// Prompt tokens of definitions from other files of the project (the names the file imports
     /// and uses around the cursor), labelled with their paths at the start of the prompt; they are
-    /// taken from the prefix's budget, so the prompt does not grow. 0 turns project context off.
+    /// taken from the prefix's budget, so the prompt does not grow. 0 (the default) turns project
+    /// context off: it measured no better yet (docs/prompt.md).
     pub(crate) context_tokens: usize,
     /// Look up definitions in the other open documents (their current text). Default true.
     pub(crate) context_open_documents: bool,

@@ -52,7 +52,7 @@ pub(crate) struct ConfigArgs {
     #[arg(long, value_name = "TOKENS")]
     snippet_tokens: Option<usize>,
     /// Prompt tokens of definitions from other files of the project (taken from the prefix's),
-    /// 0 = off [default: 128]
+    /// 0 = off, e.g. 256 [default: 0]
     #[arg(long, value_name = "TOKENS")]
     context_tokens: Option<usize>,
     /// Do not index the workspace folders on disk (other open documents are still looked up)
