@@ -126,6 +126,17 @@ pub enum InferError {
     /// The cancel flag was set.
     #[error("cancelled")]
     Cancelled,
+    /// Prompt evaluation reached its deadline (see
+    /// [`InferenceParameters::prompt_deadline`](crate::InferenceParameters::prompt_deadline)) before
+    /// the whole prompt was evaluated. The tokens evaluated so far stay in the cache, so feeding the
+    /// same prompt again goes on where this stopped.
+    #[error("prompt evaluation reached its deadline with {remaining} of {n_tokens} tokens left (the rest stay cached)")]
+    PromptDeadline {
+        /// Prompt length.
+        n_tokens: usize,
+        /// Prompt tokens not yet evaluated.
+        remaining: usize,
+    },
     /// GGML failed.
     #[error("GGML: {0}")]
     Ggml(#[from] GgmlError),

@@ -2,6 +2,8 @@
 //! seeded random draw (or greedy argmax), in llama.cpp's order; plus the "required prefix" constraint
 //! used for token healing and the top-k log-probabilities reported to callers.
 
+use std::time::Instant;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -35,6 +37,9 @@ pub struct InferenceParameters {
     pub suppress_special: bool,
     /// Report each token's runner-up (see [`RunnerUp`]).
     pub runner_up: bool,
+    /// Stop evaluating the prompt once this instant has passed (checked between micro-batches,
+    /// after at least one), with [`InferError::PromptDeadline`](crate::InferError::PromptDeadline).
+    pub prompt_deadline: Option<Instant>,
 }
 
 impl Default for InferenceParameters {
@@ -52,6 +57,7 @@ impl Default for InferenceParameters {
             required_prefix: Vec::new(),
             suppress_special: false,
             runner_up: false,
+            prompt_deadline: None,
         }
     }
 }
@@ -70,6 +76,11 @@ impl InferenceParameters {
     /// Sets the temperature (`0` = greedy).
     pub fn with_temperature(mut self, temperature: f32) -> Self {
         self.temperature = temperature;
+        self
+    }
+    /// Sets the prompt deadline (`None` = evaluate the whole prompt whatever it takes).
+    pub fn with_prompt_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.prompt_deadline = deadline;
         self
     }
     /// Sets top-k (`0` = off).

@@ -317,6 +317,17 @@ impl Session {
     /// Makes the cache hold exactly `prompt`, evaluating only what follows its longest common prefix
     /// with the cached tokens. Leaves the logits of the last prompt token.
     pub fn feed(&mut self, prompt: &[TokenId]) -> Result<FeedStats, InferError> {
+        self.feed_until(prompt, None)
+    }
+
+    /// [`feed`](Self::feed), but once `deadline` has passed it stops between micro-batches (after
+    /// evaluating at least one, so that feeding the same prompt again always gets further) with
+    /// [`InferError::PromptDeadline`]. What was evaluated stays cached.
+    pub fn feed_until(
+        &mut self,
+        prompt: &[TokenId],
+        deadline: Option<Instant>,
+    ) -> Result<FeedStats, InferError> {
         let started = Instant::now();
         if prompt.is_empty() {
             return Err(InferError::EmptyPrompt);
@@ -348,11 +359,18 @@ impl Session {
         let keep = common.min(prompt.len() - 1);
         self.truncate(keep);
         self.logits_valid = false;
-        for chunk in prompt[keep..].chunks(self.params.n_batch) {
+        for (i, chunk) in prompt[keep..].chunks(self.params.n_batch).enumerate() {
+            // The cache keeps the batches already evaluated; the prompt's logits do not exist.
             if self.cancel.is_cancelled() {
-                // The cache keeps the batches already evaluated; the prompt's logits do not exist.
                 self.logits_valid = false;
                 return Err(InferError::Cancelled);
+            }
+            if i > 0 && deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                self.logits_valid = false;
+                return Err(InferError::PromptDeadline {
+                    n_tokens: prompt.len(),
+                    remaining: prompt.len() - self.tokens.len(),
+                });
             }
             self.evaluate(chunk)?;
         }
@@ -378,7 +396,7 @@ impl Session {
             Prompt::Tokens(tokens) => tokens.to_vec(),
             Prompt::Text(text) => tokenizer.encode_prompt(text, false),
         };
-        let prompt_stats = self.feed(&prompt_tokens)?;
+        let prompt_stats = self.feed_until(&prompt_tokens, params.prompt_deadline)?;
         let started = Instant::now();
         let mut sampler = Sampler::new(params);
         let mut decoder = tokenizer.decoder();

@@ -797,3 +797,78 @@ fn sessions_on_one_model_in_two_threads_agree() {
         );
     }
 }
+
+#[test]
+fn a_prompt_deadline_stops_between_micro_batches_and_keeps_what_was_evaluated() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let model = &tiny.model;
+        let prompt: Vec<TokenId> = code_tokens(model).into_iter().cycle().take(40).collect();
+
+        // A deadline already past: one micro-batch (4 tokens) is evaluated, then it stops.
+        let mut s = session(model, 256, 4);
+        let past = Some(std::time::Instant::now());
+        let result = s.feed_until(&prompt, past);
+        assert!(
+            matches!(
+                result,
+                Err(InferError::PromptDeadline {
+                    n_tokens: 40,
+                    remaining: 36
+                })
+            ),
+            "{arch}: {result:?}"
+        );
+        assert_eq!(s.tokens(), &prompt[..4], "{arch}");
+        assert!(s.logits().is_none(), "{arch}: no logits for a cut prompt");
+
+        // Feeding again with past deadlines always gets further, and ends with the logits of a
+        // session that evaluated the prompt in the same micro-batches.
+        let mut calls = 1;
+        loop {
+            calls += 1;
+            match s.feed_until(&prompt, Some(std::time::Instant::now())) {
+                Err(InferError::PromptDeadline { remaining, .. }) => {
+                    assert_eq!(remaining, 40 - 4 * calls, "{arch}")
+                }
+                Ok(stats) => {
+                    assert_eq!((stats.reused, stats.evaluated), (36, 4), "{arch}");
+                    break;
+                }
+                Err(other) => panic!("{arch}: {other}"),
+            }
+        }
+        assert_eq!(calls, 10, "{arch}");
+        let whole = logits_after(model, 4, &[&prompt]);
+        assert_logits_equal(s.logits().unwrap(), &whole, &format!("{arch}: resumed"));
+
+        // Through infer: the deadline parameter stops the prompt, and no token is generated.
+        let mut s = session(model, 256, 4);
+        let params = InferenceParameters::greedy().with_prompt_deadline(past);
+        let mut generated = 0;
+        let result = s.infer(&prompt, 8, &params, |_| {
+            generated += 1;
+            InferenceFeedback::Continue
+        });
+        assert!(
+            matches!(result, Err(InferError::PromptDeadline { .. })),
+            "{arch}: {result:?}"
+        );
+        assert_eq!(generated, 0, "{arch}");
+        // A deadline in the future changes nothing.
+        let later = Some(std::time::Instant::now() + Duration::from_secs(3600));
+        let (with_deadline, _) = generate(
+            &mut session(model, 256, 4),
+            &prompt,
+            8,
+            &InferenceParameters::greedy().with_prompt_deadline(later),
+        );
+        let (without, _) = generate(
+            &mut session(model, 256, 4),
+            &prompt,
+            8,
+            &InferenceParameters::greedy(),
+        );
+        assert_eq!(with_deadline, without, "{arch}");
+    }
+}
