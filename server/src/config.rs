@@ -103,6 +103,11 @@ pub(crate) struct Config {
     /// at least half of it, and alternatives are only tried within it. Default 800, so a keystroke
     /// is answered within about a second.
     pub(crate) timeout_ms: u64,
+    /// Most milliseconds of prompt evaluation per request (checked between micro-batches); 0 = no
+    /// limit. A prompt cut by it answers with no suggestion, keeps what it evaluated in the KV
+    /// cache, and is finished in the background while no request waits, so the next keystroke
+    /// finds it ready. Default 3000.
+    pub(crate) prompt_timeout_ms: u64,
     /// Suggestions for an explicitly invoked inline completion (sampled after the greedy one). Default 3.
     pub(crate) alternatives: usize,
     /// Per-language enable by LSP language id, e.g. `{"markdown": false}`; unlisted languages are on.
@@ -135,6 +140,7 @@ impl Default for Config {
             multiline: true,
             max_lines: 8,
             timeout_ms: 800,
+            prompt_timeout_ms: 3000,
             alternatives: 3,
             languages: BTreeMap::new(),
             cache_size: 256,

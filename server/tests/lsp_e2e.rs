@@ -538,7 +538,12 @@ fn a_model_file_truncated_while_served_does_not_kill_the_server() {
     // interrupted download over it would): the weights were copied into memory, so completions go on.
     let path = std::env::temp_dir().join(format!("lmrs-e2e-truncated-{}.gguf", std::process::id()));
     std::fs::copy(tiny_model(), &path).unwrap();
-    let mut c = LspClient::spawn(&["--model", path.to_str().unwrap(), "--threads", "1"]);
+    let log = path.with_extension("log");
+    let mut c = LspClient::spawn_with_log(
+        &["--model", path.to_str().unwrap(), "--threads", "1"],
+        "info",
+        std::fs::File::create(&log).unwrap().into(),
+    );
     c.initialize(&["utf-16"], json!({"maxTokens": 4}));
     c.wait_model_ready(T);
     let uri = "file:///work/demo/t.py";
@@ -560,6 +565,17 @@ fn a_model_file_truncated_while_served_does_not_kill_the_server() {
         answer.get("result").is_some(),
         "answered after truncation: {answer}"
     );
+    // The log says so, once.
+    let text = wait_for_log(&log, "the model file changed on disk after it was loaded");
+    let id = c.inline(uri, 1, 10, false);
+    c.response(id, T);
     c.shutdown();
+    let text_after = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text_after.matches("model file changed").count(),
+        1,
+        "{text}"
+    );
     std::fs::remove_file(&path).ok();
+    std::fs::remove_file(&log).ok();
 }

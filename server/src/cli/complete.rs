@@ -11,7 +11,7 @@ use lmrs::CancelFlag;
 use ropey::Rope;
 
 use super::lsp_flags::ConfigArgs;
-use crate::completion::model::{CompletionModel, LoadParams};
+use crate::completion::model::{CompletionModel, LoadParams, PROMPT_BATCH_TOKENS};
 use crate::completion::pipeline::{run_completion, CompletionInput};
 use crate::completion::project::{ProjectIndex, WalkParams};
 use crate::lsp::position::line_content;
@@ -62,6 +62,7 @@ pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
         path: cfg.resolved_model_path(),
         threads: cfg.threads,
         context_size: cfg.context_size,
+        batch_tokens: PROMPT_BATCH_TOKENS,
     };
     let t0 = std::time::Instant::now();
     let mut model = CompletionModel::load(&params)
@@ -106,6 +107,14 @@ pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
             "lmrs: prompt {} tokens (reused {}, evaluated {}) {:.0} ms; generated {} tokens {:.0} ms; total {:.0} ms",
             c.prompt_tokens, c.stats.reused, c.stats.evaluated, c.stats.prompt_ms, c.stats.generated, c.stats.gen_ms, c.total_ms
         );
+        if let Some(left) = c.prompt_cut {
+            eprintln!(
+                "lmrs: no suggestion: prompt evaluation reached --prompt-timeout-ms ({} ms) with {left} \
+                 of {} tokens left (the server finishes such a prompt in the background for the next \
+                 request; --repeat goes on from what was evaluated)",
+                cfg.prompt_timeout_ms, c.prompt_tokens
+            );
+        }
     }
     Ok(())
 }

@@ -42,6 +42,10 @@ pub(crate) struct ConfigArgs {
     /// Time budget per completion in milliseconds [default: 800]
     #[arg(long, value_name = "MS")]
     timeout_ms: Option<u64>,
+    /// Most milliseconds of prompt evaluation per request, 0 = no limit; a cut prompt is finished
+    /// in the background for the next request [default: 3000]
+    #[arg(long, value_name = "MS")]
+    prompt_timeout_ms: Option<u64>,
     /// The prefix window starts on a multiple of this many lines (1 = no rounding) [default: 16]
     #[arg(long, value_name = "LINES")]
     block_lines: Option<usize>,
@@ -88,6 +92,7 @@ impl ConfigArgs {
             suffix_tokens,
             fim_order,
             timeout_ms,
+            prompt_timeout_ms,
             block_lines,
             snippet_tokens,
             context_tokens

@@ -118,6 +118,9 @@ pub(crate) struct Completion {
     pub(crate) prompt_tokens: usize,
     /// Whether cancellation cut the work short.
     pub(crate) cancelled: bool,
+    /// The prompt's deadline stopped its evaluation with this many tokens left (so there is no
+    /// suggestion).
+    pub(crate) prompt_cut: Option<usize>,
     /// Wall time of the whole completion in milliseconds.
     pub(crate) total_ms: f64,
 }
@@ -185,6 +188,8 @@ pub(crate) fn run_completion(
             time_budget: deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(cfg.timeout_ms / 2)),
+            prompt_deadline: (cfg.prompt_timeout_ms > 0)
+                .then(|| t0 + Duration::from_millis(cfg.prompt_timeout_ms)),
         };
         let mut rules = StopRules::new(stop_ctx.clone(), &prompt.heal);
         let mut generated: Vec<Generated> = Vec::new();
@@ -195,6 +200,15 @@ pub(crate) fn run_completion(
         });
         let generation = match generation {
             Err(InferError::Cancelled) => break,
+            Err(InferError::PromptDeadline {
+                n_tokens,
+                remaining,
+            }) => {
+                // No suggestion this time; the worker finishes the prompt before the next request.
+                debug!(n_tokens, remaining, "prompt cut by its deadline");
+                out.prompt_cut = Some(remaining);
+                break;
+            }
             result => result?,
         };
         out.stats.reused += generation.stats.prompt.reused;
@@ -206,6 +220,9 @@ pub(crate) fn run_completion(
             "generation"
         );
         let repeated_first_line = rules.repeated_first_line();
+        if generation.late() {
+            rules.end_before_unfinished_name();
+        }
         let mut text = rules.finish(generation.budget_cut());
         if text.is_empty() && repeated_first_line && !cancel.is_cancelled() {
             // The second generation gets what the first left of the time budget (at least a
@@ -294,7 +311,7 @@ fn branch_away_from_repeat(
     };
     let generation = model.generate(&request, cancel, |token, _| rules.push(token.text));
     let generation = match generation {
-        Err(InferError::Cancelled) => return Ok(String::new()),
+        Err(InferError::Cancelled | InferError::PromptDeadline { .. }) => return Ok(String::new()),
         result => result?,
     };
     stats.add_work(&generation.stats);
@@ -304,6 +321,9 @@ fn branch_away_from_repeat(
         generated = ?rules.text(),
         "branched away from a repeated line"
     );
+    if generation.late() {
+        rules.end_before_unfinished_name();
+    }
     Ok(rules.finish(generation.budget_cut()))
 }
 
@@ -324,6 +344,7 @@ mod tests {
             seed: 0,
             required_prefix: " ",
             time_budget: Duration::from_secs(60),
+            prompt_deadline: None,
         };
         // The first generation wrote " print(x)\n", the line below the cursor; at "(x" the model's
         // second choice was "(y".

@@ -303,6 +303,20 @@ impl StopRules {
         }
     }
 
+    /// For a generation the time budget stopped: a first line that may end in the middle of a name
+    /// loses that name (`hm.insert(Dro` → `hm.insert(`), so that a slow machine shows less, never a
+    /// name that does not exist. (Later lines cut by a budget are dropped whole by
+    /// [`finish`](Self::finish).)
+    pub(crate) fn end_before_unfinished_name(&mut self) {
+        if !self.stopped && self.lines == 0 {
+            let kept = self
+                .text
+                .trim_end_matches(|c: char| c.is_alphanumeric() || c == '_')
+                .len();
+            self.text.truncate(kept);
+        }
+    }
+
     /// Final suggestion: the last line's rules applied, trailing blank lines and whitespace removed.
     /// `budget_cut` says the token or time budget ended the generation: an unfinished last line of
     /// a multi-line suggestion is then dropped rather than shown half-written.
@@ -352,6 +366,30 @@ mod tests {
             }
         }
         (rules.finish(false), used)
+    }
+
+    #[test]
+    fn a_line_cut_by_the_budget_ends_before_an_unfinished_name() {
+        let cut = |pieces: &[&str]| {
+            let mut rules = StopRules::new(StopContext::new("        ", "\n", true, 8), "");
+            for p in pieces {
+                rules.push(p);
+            }
+            rules.end_before_unfinished_name();
+            rules.finish(true)
+        };
+        assert_eq!(
+            cut(&["hm", ".insert", "(Dro", "ppable", "::new(i), Dro"]),
+            "hm.insert(Droppable::new(i),"
+        );
+        assert_eq!(cut(&["x = ", "compute_", "digest"]), "x =");
+        assert_eq!(cut(&["return (a, ", "b)"]), "return (a, b)");
+        assert_eq!(cut(&["été_à"]), "");
+        // A later line is not touched (finish drops it whole when a budget cut it).
+        let mut rules = StopRules::new(StopContext::new("    ", "\n", true, 8), "");
+        rules.push("if done:\n        return tot");
+        rules.end_before_unfinished_name();
+        assert_eq!(rules.finish(false), "if done:\n        return tot");
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //!
 //! Every job gets a reply: an empty one when it was cancelled or superseded before or while it ran,
 //! when no model is loaded, or when the engine failed (even by panicking).
+//!
+//! While no message waits, the worker finishes a prompt that a request's prompt deadline cut, one
+//! micro-batch at a time; a new message stops that at once (it sets the idle work's cancel flag),
+//! and the work done stays in the KV cache for the requests that follow.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use lmrs::CancelFlag;
@@ -37,22 +41,53 @@ enum Msg {
 #[derive(Clone)]
 pub(crate) struct Worker {
     tx: mpsc::Sender<Msg>,
+    /// The cancel flag of the worker's idle work, set whenever a message is sent.
+    idle_work: IdleWork,
+}
+
+/// The cancel flag of the work the worker does while no message waits. A sender sets it after
+/// sending; the worker installs a fresh one before it looks for messages, so a message sent
+/// after that look always stops the idle work.
+#[derive(Clone, Default)]
+struct IdleWork(Arc<Mutex<CancelFlag>>);
+
+impl IdleWork {
+    /// A fresh, unset flag for the next piece of idle work.
+    fn renew(&self) -> CancelFlag {
+        let flag = CancelFlag::new();
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = flag.clone();
+        flag
+    }
+
+    /// Stops the idle work now running, if any.
+    fn interrupt(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .cancel();
+    }
 }
 
 impl Worker {
     /// Starts the worker thread.
     pub(crate) fn spawn() -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let idle_work = IdleWork::default();
+        let worker_idle_work = idle_work.clone();
         std::thread::Builder::new()
             .name("lmrs-model".into())
-            .spawn(move || worker_loop(rx))?;
-        Ok(Self { tx })
+            .spawn(move || worker_loop(rx, worker_idle_work))?;
+        Ok(Self { tx, idle_work })
     }
 
     /// Loads (or replaces) the model; the answer is its description.
     pub(crate) fn load(&self, params: LoadParams) -> oneshot::Receiver<Result<String, ModelError>> {
         let (tx, rx) = oneshot::channel();
         let _ = self.tx.send(Msg::Load(params, tx));
+        self.idle_work.interrupt();
         rx
     }
 
@@ -62,13 +97,41 @@ impl Worker {
         if let Err(mpsc::SendError(Msg::Job(_, reply))) = self.tx.send(Msg::Job(job, tx)) {
             let _ = reply.send(Completion::default());
         }
+        self.idle_work.interrupt();
         rx
     }
 }
 
-fn worker_loop(rx: mpsc::Receiver<Msg>) {
+/// The next message; while none waits, finishes the model's cut prompt (one micro-batch at a
+/// time). `None` when every sender is gone.
+fn next_message(
+    rx: &mpsc::Receiver<Msg>,
+    model: &mut Option<CompletionModel>,
+    idle_work: &IdleWork,
+) -> Option<Msg> {
+    loop {
+        let Some(m) = model.as_mut().filter(|m| m.has_unfinished_prompt()) else {
+            return rx.recv().ok();
+        };
+        let cancel = idle_work.renew();
+        match rx.try_recv() {
+            Ok(msg) => return Some(msg),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) => {
+                let step =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| m.continue_prompt(&cancel)));
+                // The prompt was taken before the engine ran, so a panic does not repeat.
+                if step.is_err() {
+                    error!("engine panicked while finishing a cut prompt");
+                }
+            }
+        }
+    }
+}
+
+fn worker_loop(rx: mpsc::Receiver<Msg>, idle_work: IdleWork) {
     let mut model: Option<CompletionModel> = None;
-    while let Ok(msg) = rx.recv() {
+    while let Some(msg) = next_message(&rx, &mut model, &idle_work) {
         match msg {
             Msg::Load(params, reply) => {
                 model = None; // free the old model first
@@ -90,7 +153,10 @@ fn worker_loop(rx: mpsc::Receiver<Msg>) {
                         ..Completion::default()
                     },
                     None => Completion::default(),
-                    Some(m) => run_job(m, &job),
+                    Some(m) => {
+                        m.note_file_change();
+                        run_job(m, &job)
+                    }
                 };
                 let _ = reply.send(completion);
             }
@@ -124,6 +190,7 @@ fn run_job(model: &mut CompletionModel, job: &Job) -> Completion {
             info!(
                 items = c.items.len(),
                 cancelled = c.cancelled,
+                prompt_tokens_left = c.prompt_cut.unwrap_or(0),
                 "completion done"
             );
             c
