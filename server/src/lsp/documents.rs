@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ropey::Rope;
-use tower_lsp_server::gen_lsp_types::Range;
+use tower_lsp_server::gen_lsp_types::{Range, TextDocumentContentChangeEvent};
 
 use super::position::{position_to_char, PositionEncoding};
 
@@ -24,6 +24,21 @@ pub struct Edit {
     pub range: Option<Range>,
     /// The new text.
     pub text: String,
+}
+
+impl From<TextDocumentContentChangeEvent> for Edit {
+    fn from(change: TextDocumentContentChangeEvent) -> Self {
+        match change {
+            TextDocumentContentChangeEvent::TextDocumentContentChangePartial(p) => Edit {
+                range: Some(p.range),
+                text: p.text,
+            },
+            TextDocumentContentChangeEvent::TextDocumentContentChangeWholeDocument(w) => Edit {
+                range: None,
+                text: w.text,
+            },
+        }
+    }
 }
 
 /// An open document.
@@ -66,6 +81,12 @@ fn apply_edit(rope: &mut Rope, edit: &Edit, enc: PositionEncoding) {
 }
 
 impl Document {
+    /// Changes buffered until the versions before them arrive.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn pending_changes(&self) -> usize {
+        self.pending.len()
+    }
+
     fn apply_all(&mut self, edits: &[Edit], enc: PositionEncoding) {
         for edit in edits {
             apply_edit(&mut self.rope, edit, enc);

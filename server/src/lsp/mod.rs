@@ -6,6 +6,9 @@
 
 pub(crate) mod cache;
 pub mod documents;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod position;
 pub(crate) mod server;
 pub(crate) mod transport;

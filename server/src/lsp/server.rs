@@ -23,7 +23,7 @@ use super::position::{char_to_position, position_to_char, PositionEncoding};
 use super::transport::Transport;
 use super::workspace::Workspace;
 use crate::completion::definitions::{definitions, Definition};
-use crate::completion::model::LoadParams;
+use crate::completion::model::{LoadParams, PROMPT_BATCH_TOKENS};
 use crate::completion::pipeline::{Completion, CompletionInput};
 use crate::completion::project::{ProjectIndex, WalkParams};
 use crate::completion::worker::{Job, Worker};
@@ -137,6 +137,7 @@ impl Backend {
             path: path.clone(),
             threads: cfg.threads,
             context_size: cfg.context_size,
+            batch_tokens: PROMPT_BATCH_TOKENS,
         };
         let loaded = shared.worker.load(params);
         tokio::spawn(async move {
@@ -536,20 +537,7 @@ impl LanguageServer for Backend {
 
     async fn did_change(&self, params: DidChangeTextDocumentParams) {
         let enc = *lock(&self.shared.encoding);
-        let edits = params
-            .content_changes
-            .into_iter()
-            .map(|c| match c {
-                TextDocumentContentChangeEvent::TextDocumentContentChangePartial(p) => Edit {
-                    range: Some(p.range),
-                    text: p.text,
-                },
-                TextDocumentContentChangeEvent::TextDocumentContentChangeWholeDocument(w) => Edit {
-                    range: None,
-                    text: w.text,
-                },
-            })
-            .collect();
+        let edits = params.content_changes.into_iter().map(Edit::from).collect();
         let id = params.text_document.text_document_identifier.uri.0;
         let outcome = lock(&self.shared.docs).change(&id, params.text_document.version, edits, enc);
         debug!(

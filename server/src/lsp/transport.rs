@@ -47,9 +47,9 @@ const MAX_BODY: usize = 1 << 30;
 const OUTPUT_QUEUE: usize = 64;
 
 /// JSON-RPC's parse error.
-const PARSE_ERROR: i64 = -32700;
+pub(super) const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC's invalid request.
-const INVALID_REQUEST: i64 = -32600;
+pub(super) const INVALID_REQUEST: i64 = -32600;
 
 /// How the client's input ended.
 #[derive(Debug)]
@@ -404,7 +404,7 @@ impl Reader {
 }
 
 /// One read from the input.
-enum Frame {
+pub(super) enum Frame {
     Body(Vec<u8>),
     /// A body over [`MAX_BODY`], skipped.
     TooLarge(usize),
@@ -413,7 +413,7 @@ enum Frame {
 }
 
 /// Reads one `Content-Length`-framed message. `Err` says why the framing is lost.
-fn read_frame(input: &mut impl BufRead, line: &mut Vec<u8>) -> Result<Frame, String> {
+pub(super) fn read_frame(input: &mut impl BufRead, line: &mut Vec<u8>) -> Result<Frame, String> {
     let mut length = None;
     let mut headers = 0;
     loop {
@@ -484,19 +484,19 @@ fn read_frame(input: &mut impl BufRead, line: &mut Vec<u8>) -> Result<Frame, Str
 
 /// A message that may go to the server.
 #[derive(Debug)]
-struct Checked {
-    body: Vec<u8>,
-    method: Option<String>,
+pub(super) struct Checked {
+    pub(super) body: Vec<u8>,
+    pub(super) method: Option<String>,
     /// Set for requests (and responses).
     id: Option<Id>,
     /// Lone surrogate escapes replaced.
-    repaired: usize,
+    pub(super) repaired: usize,
 }
 
 /// Why a message is answered with an error instead of going to the server.
 #[derive(Debug)]
-struct Rejection {
-    code: i64,
+pub(super) struct Rejection {
+    pub(super) code: i64,
     id: Option<Id>,
     reason: String,
 }
@@ -521,7 +521,7 @@ impl Rejection {
 
 /// Checks one message body and repairs its lone surrogate escapes; the rejection comes with the
 /// body (for the log).
-fn check(mut body: Vec<u8>) -> Result<Checked, (Rejection, Vec<u8>)> {
+pub(super) fn check(mut body: Vec<u8>) -> Result<Checked, (Rejection, Vec<u8>)> {
     let escapes = match std::str::from_utf8(&body) {
         // Most messages have no `\u` escape at all: one fast search skips the repair.
         Ok(text) => text.contains("\\u"),
