@@ -60,7 +60,7 @@ fn undecodable_messages_are_answered_and_the_session_goes_on() {
     let mut c = start();
     let uri = "file:///work/demo/t.py";
     c.open(uri, "python", PY);
-    let cases: [(&[u8], i64, Value); 8] = [
+    let cases: [(&[u8], i64, Value); 9] = [
         (
             br#"{"jsonrpc":"2.0","id":900,"method":"#,
             -32700,
@@ -97,6 +97,13 @@ fn undecodable_messages_are_answered_and_the_session_goes_on() {
             json!(904),
         ),
         (b"", -32700, Value::Null),
+        // A `\u` escape, then a backslash as the last byte: the surrogate repair once read past
+        // the end and killed the reader thread (found by the message_layer fuzz target).
+        (
+            br#"{"jsonrpc":"2.0","id":905,"method":"x","params":"\ud800\"#,
+            -32700,
+            Value::Null,
+        ),
     ];
     for (body, code, id) in cases {
         c.send_raw(&frame(body));

@@ -643,7 +643,11 @@ fn repair_lone_surrogates(body: &mut [u8]) -> usize {
     }
     let mut repaired = 0;
     let mut at = 0;
-    while let Some(offset) = body[at..].iter().position(|&b| b == b'\\') {
+    // `at` can pass the end by one (a backslash as the last byte skips two), hence `get`.
+    while let Some(offset) = body
+        .get(at..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'\\'))
+    {
         at += offset;
         match surrogate_at(body, at) {
             Some(0xD800..=0xDBFF)
@@ -996,6 +1000,19 @@ mod tests {
             (rejection.code, rejection.id),
             (PARSE_ERROR, Some(Id::Int(9)))
         );
+    }
+
+    #[test]
+    fn a_backslash_at_the_very_end_is_not_read_past() {
+        // Found by the message_layer fuzz target: the repair ran one byte past the end of a body
+        // that has a `\u` escape and ends in a backslash, and the reader thread panicked.
+        let mut body = br#"{"text":"\ud800x\"#.to_vec();
+        assert_eq!(repair_lone_surrogates(&mut body), 1);
+        assert_eq!(body, br#"{"text":"\ufffdx\"#.to_vec());
+        let mut body = b"\\".to_vec();
+        assert_eq!(repair_lone_surrogates(&mut body), 0);
+        let mut body = b"\\u".to_vec();
+        assert_eq!(repair_lone_surrogates(&mut body), 0);
     }
 
     #[test]
