@@ -491,6 +491,12 @@ fn definitions_from_closed_files_of_the_workspace_reach_the_prompt_and_nothing_f
     c.notify("initialized", json!({}));
     c.wait_model_ready(T);
     wait_for_log(&log, "workspace indexed");
+    // The editor was shown the indexing as $/progress, ending with the count.
+    let end = c.wait_progress_end("lmrs/index", T);
+    assert_eq!(
+        end["params"]["value"]["message"], "2 files indexed",
+        "{end}"
+    );
 
     let uri = format!("{root}/pkg/main.py");
     c.open(&uri, "python", main);

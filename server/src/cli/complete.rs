@@ -83,7 +83,7 @@ pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
         &args.workspace,
         cfg.context_tokens > 0 && cfg.context_workspace,
     ) {
-        let stats = index.index_folder(folder, &WalkParams::from_config(&cfg), &|| false);
+        let stats = index.index_folder(folder, &WalkParams::from_config(&cfg), &|_| true);
         eprintln!(
             "lmrs: indexed {} files ({} definitions) of {} in {} ms{}",
             stats.files,

@@ -250,13 +250,13 @@ impl ProjectIndex {
 
     /// Walks `root` (a workspace folder) and indexes every source file the scanner knows, skipping
     /// what `.gitignore` and hidden folders exclude, files over the size cap, binary files, and
-    /// lines-long minified ones; stops at the count and byte caps. `cancelled` is polled between
-    /// files.
+    /// lines-long minified ones; stops at the count and byte caps. `keep_going` is called with
+    /// the figures so far before each entry (progress reports); `false` stops the walk.
     pub(crate) fn index_folder(
         &mut self,
         root: &Path,
         walk: &WalkParams,
-        cancelled: &dyn Fn() -> bool,
+        keep_going: &dyn Fn(&WalkStats) -> bool,
     ) -> WalkStats {
         let started = Instant::now();
         let limits = &walk.limits;
@@ -279,7 +279,7 @@ impl ProjectIndex {
             .follow_links(false)
             .build();
         for entry in walker {
-            if cancelled() {
+            if !keep_going(&stats) {
                 stats.capped = true;
                 break;
             }
@@ -396,7 +396,7 @@ mod tests {
             exclude: vec!["src/skip.rs".into()],
         };
         let mut index = ProjectIndex::default();
-        let stats = index.index_folder(&root, &walk, &|| false);
+        let stats = index.index_folder(&root, &walk, &|_| true);
         assert_eq!(index.lookup("kept").len(), 1);
         assert_eq!(&*index.lookup("kept")[0].path, "src/lib.rs");
         assert!(index.lookup("ignored").is_empty(), "gitignored");
@@ -413,7 +413,7 @@ mod tests {
                 },
                 exclude: Vec::new(),
             },
-            &|| false,
+            &|_| true,
         );
         assert!(capped.capped && capped.files == 0);
         let _ = std::fs::remove_dir_all(&root);

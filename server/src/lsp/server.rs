@@ -331,7 +331,8 @@ impl Backend {
         out
     }
 
-    /// Indexes the workspace folders on disk on a thread of its own, then swaps the new index in.
+    /// Indexes the workspace folders on disk on a thread of its own, then swaps the new index in;
+    /// `$/progress` shows the files indexed so far when the client supports it.
     fn spawn_indexing(&self) {
         let cfg = self.config();
         if cfg.context_tokens == 0 || !cfg.context_workspace {
@@ -344,12 +345,48 @@ impl Backend {
         let project = Arc::clone(&self.shared.project);
         let stop = Arc::clone(&self.shared.stop_indexing);
         let walk = WalkParams::from_config(&cfg);
+        // Files indexed so far, at most every PROGRESS_EVERY; `None` when the walk is over.
+        let (report, mut reports) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+        if *lock(&self.shared.progress_supported) {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let token = ProgressToken::String("lmrs/index".into());
+                if client
+                    .create_work_done_progress(token.clone())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let progress = client
+                    .progress(token, "lmrs: indexing the workspace")
+                    .begin()
+                    .await;
+                let mut last = String::new();
+                while let Some(Some(message)) = reports.recv().await {
+                    progress.report(message.clone()).await;
+                    last = message;
+                }
+                progress.finish_with_message(last).await;
+            });
+        }
         let spawned = std::thread::Builder::new()
             .name("lmrs-index".into())
             .spawn(move || {
+                const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
                 let mut index = ProjectIndex::default();
+                let mut files = 0;
+                let reported = std::cell::Cell::new(std::time::Instant::now());
                 for folder in &folders {
-                    let stats = index.index_folder(folder, &walk, &|| stop.load(Ordering::Relaxed));
+                    let before = files;
+                    let stats = index.index_folder(folder, &walk, &|stats| {
+                        if reported.get().elapsed() >= PROGRESS_EVERY {
+                            reported.set(std::time::Instant::now());
+                            let _ = report.send(Some(format!("{} files", before + stats.files)));
+                        }
+                        !stop.load(Ordering::Relaxed)
+                    });
+                    files += stats.files;
                     info!(
                         files = stats.files,
                         definitions = stats.definitions,
@@ -362,6 +399,8 @@ impl Backend {
                 *project
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = index;
+                let _ = report.send(Some(format!("{files} files indexed")));
+                let _ = report.send(None);
             });
         if let Err(e) = spawned {
             warn!(error = %e, "cannot start the workspace indexer");

@@ -230,16 +230,27 @@ impl LspClient {
 
     /// Waits until the model finished loading (the `$/progress` end), or `timeout`.
     pub fn wait_model(&mut self, timeout: Duration) -> Value {
+        self.wait_progress_end("lmrs/load/", timeout)
+    }
+
+    /// Waits for the `$/progress` end of a token starting with `token_prefix`, or `timeout`.
+    pub fn wait_progress_end(&mut self, token_prefix: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
-        loop {
+        let mut others = Vec::new();
+        let end = loop {
             let m = self.notification(
                 "$/progress",
                 deadline.saturating_duration_since(Instant::now()),
             );
-            if m["params"]["value"]["kind"] == "end" {
-                return m;
+            let token = m["params"]["token"].as_str().unwrap_or_default();
+            if token.starts_with(token_prefix) && m["params"]["value"]["kind"] == "end" {
+                break m;
             }
-        }
+            others.push(m);
+        };
+        // Other tokens' progress stays for whoever waits for it.
+        self.backlog.extend(others);
+        end
     }
 
     pub fn open(&mut self, uri: &str, language: &str, text: &str) {
