@@ -585,3 +585,40 @@ fn a_model_file_truncated_while_served_does_not_kill_the_server() {
     std::fs::remove_file(&path).ok();
     std::fs::remove_file(&log).ok();
 }
+
+#[test]
+fn a_prompt_cut_by_its_deadline_is_finished_in_the_background_for_the_next_request() {
+    let log = std::env::temp_dir().join(format!("lmrs-e2e-deadline-{}.log", std::process::id()));
+    let mut c = LspClient::spawn_with_log(
+        &["--model", tiny_model(), "--threads", "1"],
+        "debug",
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    // A 1 ms prompt budget: any prompt longer than one micro-batch (256 tokens) is cut.
+    c.initialize(&["utf-16"], json!({"maxTokens": 4, "promptTimeoutMs": 1}));
+    c.wait_model_ready(T);
+    let mut text: String = (0..80)
+        .map(|i| format!("def f{i}(a, b):\n    return a * {i} + b\n\n"))
+        .collect();
+    text.push_str("def main():\n    x = ");
+    let line = text.lines().count() as u32 - 1;
+    let uri = "file:///work/demo/deadline.py";
+    c.open(uri, "python", &text);
+
+    // The first request's prompt is cut: no suggestion, and the log says so.
+    assert_eq!(c.inline_texts(uri, line, 8), Vec::<String>::new());
+    wait_for_log(&log, "prompt cut by its deadline");
+    // While nothing else is asked, the worker finishes that prompt.
+    wait_for_log(&log, "cut prompt finished");
+    // The same request again finds the prompt evaluated: nothing left to cut.
+    c.inline_texts(uri, line, 8);
+    c.shutdown();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("prompt cut by its deadline").count(),
+        1,
+        "the second request was cut too: {text}"
+    );
+    assert_eq!(text.matches("completion done").count(), 2, "{text}");
+    std::fs::remove_file(&log).ok();
+}

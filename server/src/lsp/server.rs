@@ -242,7 +242,9 @@ impl Backend {
         let input = self.completion_input(uri, &rope, cursor, &cfg, alternatives);
         drop(rope);
         let completion = self.complete(uri, input, cfg).await;
-        if completion.cancelled {
+        // A cut prompt's empty answer is not cached: the same request soon finds the prompt
+        // finished and gets a real one.
+        if completion.cancelled || completion.prompt_cut.is_some() {
             return out;
         }
         let first = completion.items.first().map_or("", String::as_str);
