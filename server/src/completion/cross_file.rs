@@ -4,7 +4,9 @@
 //! Ranking, best first:
 //! 1. names the file imports but does not use yet (outside the cursor line): code usually imports
 //!    what it is about to use;
-//! 2. names used on the lines around the cursor (closest first) that the file does not define;
+//! 2. names used on the lines around the cursor (closest first) that the file does not define,
+//!    qualifiers (`errors.` / `age::`: modules and objects whose members the code reaches for)
+//!    a step above plain names;
 //! 3. the file's other imported names.
 //!
 //! The cursor line itself is left out of the query, so typing on a line keeps the ranking, the
@@ -116,8 +118,18 @@ pub(crate) fn rank_context(
             continue;
         }
         let distance = index.abs_diff(cursor_line) as f32;
-        for name in identifiers(lines[index]) {
-            push(name, 2.0 - distance / (LINES_ABOVE as f32 + 1.0));
+        let line = lines[index];
+        for name in identifiers(line) {
+            // A qualifier (`errors.` / `age::`) names a module or object whose members the code
+            // reaches for: its outline ranks above a plain name at the same distance.
+            let qualifier = [".", "::"].iter().any(|sep| {
+                line.match_indices(name).any(|(at, _)| {
+                    line[at + name.len()..].starts_with(sep)
+                        && !line[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                })
+            });
+            let bonus = if qualifier { 1.0 } else { 0.0 };
+            push(name, 2.0 + bonus - distance / (LINES_ABOVE as f32 + 1.0));
         }
     }
     // Stable sort: equal scores keep the order names were met.
@@ -280,6 +292,16 @@ mod tests {
                 MAX_FIELDS pkg/parser.py:3
                 parse_header pkg/parser.py:0
                 parse_header pkg/util.py:3"#]],
+        );
+    }
+
+    #[test]
+    fn a_qualifier_near_the_cursor_ranks_above_a_plain_name_nearer() {
+        check(
+            "def main(lines):\n    b = MAX_FIELDS.bit_length()\n    a = helper(lines)\n    $0\n",
+            expect![[r#"
+                MAX_FIELDS pkg/parser.py:3
+                helper pkg/util.py:0"#]],
         );
     }
 

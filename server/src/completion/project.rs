@@ -70,7 +70,7 @@ pub(crate) struct ProjectIndex {
 }
 
 /// Lines of a module's outline in a prompt.
-const MAX_OUTLINE_LINES: usize = 16;
+const MAX_OUTLINE_LINES: usize = 40;
 
 /// The module name a file answers to: `pkg/errors.py` → `errors`, `src/net/mod.rs` → `net`.
 fn module_name(path: &str) -> Option<&str> {
