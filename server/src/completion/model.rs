@@ -325,19 +325,29 @@ impl CompletionModel {
         if now == self.stamp {
             return false;
         }
-        match now {
-            Some(FileStamp { len, .. }) => warn!(
+        if self.model.params().map_weights {
+            // LMRS_MAP_WEIGHTS=1: weights are read from the file's mapping, so the change can
+            // reach them (or fault); say so rather than promise a copy that does not exist.
+            warn!(
+                path = %self.path.display(),
+                "the model file changed on disk while its weights are used from a mapping \
+                 (LMRS_MAP_WEIGHTS=1): suggestions may be wrong and a truncated file can end the \
+                 server; restart it or load the model again"
+            );
+        } else if let Some(FileStamp { len, .. }) = now {
+            warn!(
                 path = %self.path.display(),
                 bytes = len,
                 "the model file changed on disk after it was loaded; still serving the model as \
                  loaded (its weights are in memory); change the model setting or restart to load \
                  the new file"
-            ),
-            None => warn!(
+            );
+        } else {
+            warn!(
                 path = %self.path.display(),
                 "the model file is gone from disk; still serving the model as loaded (its weights \
                  are in memory)"
-            ),
+            );
         }
         self.stamp = now;
         true
