@@ -114,6 +114,10 @@ pub(crate) struct Config {
     pub(crate) languages: BTreeMap<String, bool>,
     /// Suggestions kept in the LRU cache. Default 256.
     pub(crate) cache_size: usize,
+    /// After a suggestion is shown, compute the next one as if it were accepted, while the
+    /// person reads (cancelled by any request), so accepting is answered from the cache. Default
+    /// true.
+    pub(crate) prefetch_next: bool,
 }
 
 impl Default for Config {
@@ -144,6 +148,7 @@ impl Default for Config {
             alternatives: 3,
             languages: BTreeMap::new(),
             cache_size: 256,
+            prefetch_next: true,
         }
     }
 }

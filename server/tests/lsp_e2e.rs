@@ -622,3 +622,61 @@ fn a_prompt_cut_by_its_deadline_is_finished_in_the_background_for_the_next_reque
     assert_eq!(text.matches("completion done").count(), 2, "{text}");
     std::fs::remove_file(&log).ok();
 }
+
+/// The position after `text` inserted at (`line`, `character`) (UTF-16 = chars for ASCII).
+fn position_after(line: u32, character: u32, text: &str) -> (u32, u32) {
+    match text.rfind('\n') {
+        None => (line, character + text.chars().count() as u32),
+        Some(at) => (
+            line + text.matches('\n').count() as u32,
+            text[at + 1..].chars().count() as u32,
+        ),
+    }
+}
+
+#[test]
+fn the_suggestion_after_an_accept_is_prefetched_and_equals_a_fresh_computation() {
+    let log = std::env::temp_dir().join(format!("lmrs-e2e-prefetch-{}.log", std::process::id()));
+    let mut c = LspClient::spawn_with_log(
+        &["--model", tiny_model(), "--threads", "1"],
+        "debug",
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    c.initialize(&["utf-16"], json!({"maxTokens": 6}));
+    c.wait_model_ready(T);
+    let uri = "file:///work/demo/prefetch.py";
+    c.open(uri, "python", PY);
+    let shown = c.inline_texts(uri, 1, 4);
+    assert_eq!(shown.len(), 1, "the tiny model suggests something here");
+    // While the person reads, the worker computes the suggestion that follows an accept.
+    wait_for_log(&log, "next suggestion prefetched");
+    // Accept: the editor inserts the suggestion and asks at the end of it.
+    let (line, character) = position_after(1, 4, &shown[0]);
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [
+            {"range": {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 4}},
+             "text": shown[0]}]}),
+    );
+    let next = c.inline_texts(uri, line, character);
+    c.shutdown();
+    let text = std::fs::read_to_string(&log).unwrap();
+    // Answered from the cache: one model completion (the first request) and one prefetch.
+    assert_eq!(text.matches("completion done").count(), 1, "{text}");
+    assert_eq!(text.matches("prefetch done").count(), 1, "{text}");
+    assert!(text.contains("cache hit"), "{text}");
+
+    // The same answer as a server without prefetching computes for the accepted text.
+    let accepted = PY.replacen(
+        "def add(a, b):\n    ",
+        &format!("def add(a, b):\n    {}", shown[0]),
+        1,
+    );
+    let mut fresh = LspClient::spawn(&["--model", tiny_model(), "--threads", "1", "--no-prefetch"]);
+    fresh.initialize(&["utf-16"], json!({"maxTokens": 6}));
+    fresh.wait_model_ready(T);
+    fresh.open(uri, "python", &accepted);
+    assert_eq!(fresh.inline_texts(uri, line, character), next);
+    fresh.shutdown();
+    std::fs::remove_file(&log).ok();
+}

@@ -62,6 +62,9 @@ pub(crate) struct ConfigArgs {
     /// Do not index the workspace folders on disk (other open documents are still looked up)
     #[arg(long)]
     no_workspace_index: bool,
+    /// Do not compute the next suggestion (as if the shown one were accepted) in the background
+    #[arg(long)]
+    no_prefetch: bool,
 }
 
 fn parse_order(s: &str) -> Result<FimOrder, String> {
@@ -99,6 +102,9 @@ impl ConfigArgs {
         );
         if self.no_workspace_index {
             c.context_workspace = false;
+        }
+        if self.no_prefetch {
+            c.prefetch_next = false;
         }
         if self.single_line {
             c.multiline = false;

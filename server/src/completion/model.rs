@@ -479,18 +479,22 @@ pub(crate) mod test_support {
         tiny_model_with_batch(PROMPT_BATCH_TOKENS)
     }
 
-    /// [`tiny_model`] evaluating prompts in micro-batches of `batch_tokens`.
-    pub(crate) fn tiny_model_with_batch(batch_tokens: usize) -> CompletionModel {
+    /// The tiny random-weight Qwen2 model's file (written once per test process).
+    pub(crate) fn tiny_model_path() -> &'static std::path::Path {
         static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-        let path = PATH.get_or_init(|| {
+        PATH.get_or_init(|| {
             let p =
                 std::env::temp_dir().join(format!("lmrs-model-tiny-{}.gguf", std::process::id()));
             lmrs_fixtures::tiny::write_tiny_model(&p, lmrs_fixtures::tiny::TinyArch::Qwen2, 7)
                 .unwrap();
             p
-        });
+        })
+    }
+
+    /// [`tiny_model`] evaluating prompts in micro-batches of `batch_tokens`.
+    pub(crate) fn tiny_model_with_batch(batch_tokens: usize) -> CompletionModel {
         CompletionModel::load(&LoadParams {
-            path: path.clone(),
+            path: tiny_model_path().to_owned(),
             threads: 1,
             context_size: 1024,
             batch_tokens,

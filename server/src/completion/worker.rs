@@ -6,6 +6,10 @@
 //! While no message waits, the worker finishes a prompt that a request's prompt deadline cut, one
 //! micro-batch at a time; a new message stops that at once (it sets the idle work's cancel flag),
 //! and the work done stays in the KV cache for the requests that follow.
+//!
+//! A speculative job (the suggestion after the one just shown, as if it were accepted) is queued
+//! like any job but yields to every other message: sending one cancels it, so it never delays a
+//! request by more than the engine's reaction to a cancel flag (GGML aborts its graph).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -30,6 +34,8 @@ pub(crate) struct Job {
     pub(crate) cancel: CancelFlag,
     /// Request id for logs.
     pub(crate) id: String,
+    /// A prefetch no one waits for yet (see [`Worker::submit_speculative`]).
+    pub(crate) speculative: bool,
 }
 
 enum Msg {
@@ -43,6 +49,8 @@ pub(crate) struct Worker {
     tx: mpsc::Sender<Msg>,
     /// The cancel flag of the worker's idle work, set whenever a message is sent.
     idle_work: IdleWork,
+    /// The cancel flag of the latest speculative job, set whenever another message is sent.
+    speculation: Arc<Mutex<CancelFlag>>,
 }
 
 /// The cancel flag of the work the worker does while no message waits. A sender sets it after
@@ -80,12 +88,25 @@ impl Worker {
         std::thread::Builder::new()
             .name("lmrs-model".into())
             .spawn(move || worker_loop(rx, worker_idle_work))?;
-        Ok(Self { tx, idle_work })
+        Ok(Self {
+            tx,
+            idle_work,
+            speculation: Arc::default(),
+        })
+    }
+
+    /// Cancels the speculative job queued or running, if any.
+    fn cancel_speculation(&self) {
+        self.speculation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .cancel();
     }
 
     /// Loads (or replaces) the model; the answer is its description.
     pub(crate) fn load(&self, params: LoadParams) -> oneshot::Receiver<Result<String, ModelError>> {
         let (tx, rx) = oneshot::channel();
+        self.cancel_speculation();
         let _ = self.tx.send(Msg::Load(params, tx));
         self.idle_work.interrupt();
         rx
@@ -93,6 +114,25 @@ impl Worker {
 
     /// Queues a job; the receiver always resolves (to an empty completion if all else fails).
     pub(crate) fn submit(&self, job: Job) -> oneshot::Receiver<Completion> {
+        self.cancel_speculation();
+        self.send_job(job)
+    }
+
+    /// Queues a speculative job: the next message sent (or the next speculation) cancels it, so
+    /// it only uses time no request needs. Its receiver resolves like [`submit`](Self::submit)'s.
+    pub(crate) fn submit_speculative(&self, job: Job) -> oneshot::Receiver<Completion> {
+        {
+            let mut current = self
+                .speculation
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            current.cancel();
+            *current = job.cancel.clone();
+        }
+        self.send_job(job)
+    }
+
+    fn send_job(&self, job: Job) -> oneshot::Receiver<Completion> {
         let (tx, rx) = oneshot::channel();
         if let Err(mpsc::SendError(Msg::Job(_, reply))) = self.tx.send(Msg::Job(job, tx)) {
             let _ = reply.send(Completion::default());
@@ -187,12 +227,20 @@ fn run_job(model: &mut CompletionModel, job: &Job) -> Completion {
             span.record("prompt_ms", c.stats.prompt_ms.round() as u64);
             span.record("gen_ms", c.stats.gen_ms.round() as u64);
             span.record("total_ms", c.total_ms.round() as u64);
-            info!(
-                items = c.items.len(),
-                cancelled = c.cancelled,
-                prompt_tokens_left = c.prompt_cut.unwrap_or(0),
-                "completion done"
-            );
+            if job.speculative {
+                info!(
+                    items = c.items.len(),
+                    cancelled = c.cancelled,
+                    "prefetch done"
+                );
+            } else {
+                info!(
+                    items = c.items.len(),
+                    cancelled = c.cancelled,
+                    prompt_tokens_left = c.prompt_cut.unwrap_or(0),
+                    "completion done"
+                );
+            }
             c
         }
         Ok(Err(e)) => {
@@ -203,5 +251,82 @@ fn run_job(model: &mut CompletionModel, job: &Job) -> Completion {
             error!("engine panicked during completion");
             Completion::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::completion::model::test_support::tiny_model_path;
+    use crate::completion::model::PROMPT_BATCH_TOKENS;
+
+    /// A job completing `text` at its end under `config`.
+    fn job(text: &str, config: &Arc<Config>, id: &str, speculative: bool) -> Job {
+        let rope = ropey::Rope::from_str(text);
+        let input = CompletionInput::at_cursor(
+            &rope,
+            rope.len_chars(),
+            config,
+            None,
+            (None, None),
+            1,
+            &|_| Vec::new(),
+        );
+        Job {
+            input,
+            config: config.clone(),
+            cancel: CancelFlag::new(),
+            id: id.to_owned(),
+            speculative,
+        }
+    }
+
+    fn loaded_worker() -> (Worker, oneshot::Receiver<Result<String, ModelError>>) {
+        let worker = Worker::spawn().unwrap();
+        let loaded = worker.load(LoadParams {
+            path: tiny_model_path().to_owned(),
+            threads: 1,
+            context_size: 4096,
+            batch_tokens: PROMPT_BATCH_TOKENS,
+        });
+        (worker, loaded)
+    }
+
+    #[test]
+    fn a_request_or_a_newer_prefetch_cancels_a_queued_prefetch_and_a_lone_one_completes() {
+        // Thousands of tokens, no line or time limit: a prefetch like this would hold the worker.
+        let long = Arc::new(Config {
+            max_tokens: 3000,
+            max_lines: 100_000,
+            timeout_ms: 600_000,
+            context_size: 4096,
+            ..Config::default()
+        });
+        let short = Arc::new(Config {
+            max_tokens: 4,
+            ..Config::default()
+        });
+        // Queued behind the load, so none has started when the next message is sent.
+        let (worker, loaded) = loaded_worker();
+        let first = worker.submit_speculative(job("x = 1\n", &long, "s1", true));
+        let second = worker.submit_speculative(job("y = 2\n", &long, "s2", true));
+        let request = worker.submit(job("def f(a):\n    ", &short, "r", false));
+        loaded.blocking_recv().unwrap().unwrap();
+        assert!(
+            first.blocking_recv().unwrap().cancelled,
+            "a newer prefetch cancels it"
+        );
+        assert!(
+            second.blocking_recv().unwrap().cancelled,
+            "a request cancels it"
+        );
+        let answered = request.blocking_recv().unwrap();
+        assert!(!answered.cancelled);
+
+        // With nothing after it, a prefetch runs like a request and gives the same suggestion.
+        let alone = worker.submit_speculative(job("def f(a):\n    ", &short, "s3", true));
+        let prefetched = alone.blocking_recv().unwrap();
+        assert!(!prefetched.cancelled);
+        assert_eq!(prefetched.items, answered.items);
     }
 }

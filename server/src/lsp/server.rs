@@ -239,9 +239,11 @@ impl Backend {
         ) {
             return out;
         }
-        let input = self.completion_input(uri, &rope, cursor, &cfg, alternatives);
+        let input = self.completion_input(uri, &rope, cursor, &cfg, alternatives, true);
+        // Kept only to prefetch the next suggestion (the clone shares the rope's nodes).
+        let kept = (cfg.prefetch_next && alternatives <= 1).then(|| rope.clone());
         drop(rope);
-        let completion = self.complete(uri, input, cfg).await;
+        let completion = self.complete(uri, input, cfg.clone()).await;
         // A cut prompt's empty answer is not cached: the same request soon finds the prompt
         // finished and gets a real one.
         if completion.cancelled || completion.prompt_cut.is_some() {
@@ -250,7 +252,55 @@ impl Backend {
         let first = completion.items.first().map_or("", String::as_str);
         lock(&self.shared.cache).insert(&before, &after, first);
         out.items = completion.items.iter().map(|s| fix_eol(s, crlf)).collect();
+        if let (Some(rope), Some(shown)) = (kept, out.items.first()) {
+            self.prefetch_next(uri, rope, cursor, shown, cfg);
+        }
         out
+    }
+
+    /// Computes, on the worker's spare time, the suggestion that will be asked for if the person
+    /// accepts `shown` at `cursor`, and caches it under the text the editor will then have, so
+    /// the request after an accept is answered at once. Any request cancels it.
+    fn prefetch_next(
+        &self,
+        uri: &str,
+        mut rope: Rope,
+        cursor: usize,
+        shown: &str,
+        cfg: Arc<Config>,
+    ) {
+        rope.insert(cursor, shown);
+        let cursor = cursor + shown.chars().count();
+        let (before, after) = cache_windows(&rope, cursor);
+        if lock(&self.shared.cache).lookup(&before, &after).is_some() {
+            return;
+        }
+        let input = self.completion_input(uri, &rope, cursor, &cfg, 1, false);
+        drop(rope);
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            input,
+            config: cfg,
+            cancel: CancelFlag::new(),
+            id: format!("{id}-prefetch"),
+            speculative: true,
+        };
+        let reply = self.shared.worker.submit_speculative(job);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let Ok(completion) = reply.await else {
+                return;
+            };
+            if completion.cancelled || completion.prompt_cut.is_some() {
+                return;
+            }
+            let first = completion.items.first().map_or("", String::as_str);
+            lock(&shared.cache).insert(&before, &after, first);
+            debug!(
+                ms = completion.total_ms.round() as u64,
+                "next suggestion prefetched"
+            );
+        });
     }
 
     /// The cached suggestion for these windows around the cursor, if any (`Some(None)`: the cached
@@ -268,8 +318,8 @@ impl Backend {
         Some(Some(hit.text().to_owned()).filter(|text| !text.is_empty()))
     }
 
-    /// What the worker needs for a completion at `cursor`; remembers the retrieved snippet's line,
-    /// so the document's next request keeps it while it is still similar.
+    /// What the worker needs for a completion at `cursor`; with `remember`, remembers the
+    /// retrieved snippet's line, so the document's next request keeps it while it is still similar.
     fn completion_input(
         &self,
         uri: &str,
@@ -277,6 +327,7 @@ impl Backend {
         cursor: usize,
         cfg: &Config,
         alternatives: usize,
+        remember: bool,
     ) -> CompletionInput {
         let previous = lock(&self.shared.snippet_lines).get(uri).copied();
         let workspace = lock(&self.shared.workspace).file(uri);
@@ -301,7 +352,7 @@ impl Backend {
             alternatives,
             &lookup,
         );
-        if let Some(s) = &input.snippet {
+        if let Some(s) = input.snippet.as_ref().filter(|_| remember) {
             lock(&self.shared.snippet_lines).insert(uri.to_owned(), s.first_line);
         }
         input
@@ -430,6 +481,7 @@ impl Backend {
             config,
             cancel,
             id: id.to_string(),
+            speculative: false,
         };
         let completion = self.shared.worker.submit(job).await.unwrap_or_default();
         {
