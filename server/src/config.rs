@@ -114,9 +114,10 @@ pub(crate) struct Config {
     pub(crate) languages: BTreeMap<String, bool>,
     /// Suggestions kept in the LRU cache. Default 256.
     pub(crate) cache_size: usize,
-    /// After a suggestion is shown, compute the next one as if it were accepted, while the
-    /// person reads (cancelled by any request), so accepting is answered from the cache. Default
-    /// true.
+    /// Work ahead of the editor's requests: after a suggestion is shown, compute the next one as
+    /// if it were accepted, so accepting is answered from the cache; after an edit, evaluate the
+    /// prompt at its end while the editor debounces its request. Both only use time no request
+    /// needs (a request stops them at once). Default true.
     pub(crate) prefetch_next: bool,
 }
 

@@ -380,6 +380,8 @@ fn retrieved_snippet_reaches_the_prompt_and_stays_when_the_cursor_moves_down() {
             "1",
             "--snippet-tokens",
             "200",
+            // One snippet per request in the log: no work ahead of requests.
+            "--no-prefetch",
         ],
         "debug",
         file.into(),
@@ -678,5 +680,39 @@ fn the_suggestion_after_an_accept_is_prefetched_and_equals_a_fresh_computation()
     fresh.open(uri, "python", &accepted);
     assert_eq!(fresh.inline_texts(uri, line, character), next);
     fresh.shutdown();
+    std::fs::remove_file(&log).ok();
+}
+
+#[test]
+fn after_an_edit_the_prompt_at_its_end_is_evaluated_before_the_request_arrives() {
+    let log = std::env::temp_dir().join(format!("lmrs-e2e-prefill-{}.log", std::process::id()));
+    let mut c = LspClient::spawn_with_log(
+        &["--model", tiny_model(), "--threads", "1"],
+        "debug",
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    c.initialize(&["utf-16"], json!({"maxTokens": 4}));
+    c.wait_model_ready(T);
+    let uri = "file:///work/demo/prefill.py";
+    c.open(uri, "python", PY);
+    // The person types `re` on line 1; no request yet (the editor debounces).
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [
+            {"range": {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 4}},
+             "text": "re"}]}),
+    );
+    wait_for_log(&log, "prefill queued");
+    wait_for_log(&log, "cut prompt finished");
+    // The request finds its whole prompt evaluated.
+    c.inline_texts(uri, 1, 6);
+    c.shutdown();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let done: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("completion done"))
+        .collect();
+    assert_eq!(done.len(), 1, "{text}");
+    assert!(done[0].contains("evaluated=0"), "{text}");
     std::fs::remove_file(&log).ok();
 }

@@ -62,7 +62,7 @@ pub(crate) struct ConfigArgs {
     /// Do not index the workspace folders on disk (other open documents are still looked up)
     #[arg(long)]
     no_workspace_index: bool,
-    /// Do not compute the next suggestion (as if the shown one were accepted) in the background
+    /// Do not work ahead of requests (the suggestion after an accept, the prompt after an edit)
     #[arg(long)]
     no_prefetch: bool,
 }

@@ -267,14 +267,7 @@ impl CompletionModel {
     where
         F: FnMut(&GeneratedToken<'_>, Option<(RunnerUp, &str)>) -> InferenceFeedback,
     {
-        // Leave room for the generation: drop the start of an over-long prompt (the builder's
-        // budgets make this rare).
-        let room = self
-            .session
-            .n_ctx()
-            .saturating_sub(req.max_tokens.min(self.session.n_ctx() / 2))
-            .max(1);
-        let prompt = &req.prompt[req.prompt.len().saturating_sub(room)..];
+        let prompt = self.fitted(req.prompt, req.max_tokens);
         self.session.set_cancel_flag(cancel.clone());
         self.adapt_threads();
         let mut params = InferenceParameters::default()
@@ -353,7 +346,26 @@ impl CompletionModel {
         true
     }
 
-    /// Whether a prompt cut by its deadline waits to be finished.
+    /// The end of `prompt` that leaves room for `max_tokens` generated tokens in the context:
+    /// the start of an over-long prompt is dropped (the builder's budgets make this rare).
+    fn fitted<'p>(&self, prompt: &'p [TokenId], max_tokens: usize) -> &'p [TokenId] {
+        let room = self
+            .session
+            .n_ctx()
+            .saturating_sub(max_tokens.min(self.session.n_ctx() / 2))
+            .max(1);
+        &prompt[prompt.len().saturating_sub(room)..]
+    }
+
+    /// Makes `prompt` (for a generation of up to `max_tokens`) the prompt to evaluate while no
+    /// request waits (see [`continue_prompt`](Self::continue_prompt)), in place of any other: a
+    /// prefill for a request expected soon. Nothing is evaluated now.
+    pub(crate) fn prefill_later(&mut self, prompt: &[TokenId], max_tokens: usize) {
+        self.unfinished_prompt =
+            (!prompt.is_empty()).then(|| self.fitted(prompt, max_tokens).to_vec());
+    }
+
+    /// Whether a prompt cut by its deadline (or a prefill) waits to be finished.
     pub(crate) fn has_unfinished_prompt(&self) -> bool {
         self.unfinished_prompt.is_some()
     }

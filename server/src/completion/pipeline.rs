@@ -10,7 +10,7 @@ use tracing::debug;
 use super::context::{snippet_for_cursor, CursorContext};
 use super::cross_file::{rank_context, ContextChunk, Provided};
 use super::model::{CompletionModel, GenRequest};
-use super::prompt::{build_prompt, PromptInput, PromptParams};
+use super::prompt::{build_prompt, BuiltPrompt, PromptInput, PromptParams};
 use super::retrieval::Snippet;
 use super::stop_rules::{branch_point, Generated, StopContext, StopRules};
 use crate::config::Config;
@@ -125,15 +125,12 @@ pub(crate) struct Completion {
     pub(crate) total_ms: f64,
 }
 
-/// Builds the prompt, runs the model and applies the stop rules. A cancelled completion is empty.
-pub(crate) fn run_completion(
-    model: &mut CompletionModel,
+/// The prompt of a completion of `input` and its tokens.
+fn prompt_for(
+    model: &CompletionModel,
     input: &CompletionInput,
     cfg: &Config,
-    cancel: &CancelFlag,
-) -> Result<Completion, InferError> {
-    let t0 = Instant::now();
-    let deadline = t0 + Duration::from_millis(cfg.timeout_ms);
+) -> (BuiltPrompt, Vec<TokenId>) {
     let (prefix_tokens, suffix_tokens) = cfg.budgets();
     // The repository format labels other files' chunks with paths, so context brings it along.
     let show_repo = cfg.repo_header || (cfg.context_tokens > 0 && !input.context.is_empty());
@@ -159,6 +156,27 @@ pub(crate) fn run_completion(
     });
     debug!(prompt = %prompt.render(), "prompt");
     let tokens = model.segments_to_tokens(&prompt.segments);
+    (prompt, tokens)
+}
+
+/// Builds the prompt a completion of `input` would evaluate and leaves it to the model to
+/// evaluate while no request waits (a prefill: the request expected next finds it cached).
+pub(crate) fn prefill_prompt(model: &mut CompletionModel, input: &CompletionInput, cfg: &Config) {
+    let (_, tokens) = prompt_for(model, input, cfg);
+    debug!(tokens = tokens.len(), "prefill queued");
+    model.prefill_later(&tokens, cfg.max_tokens);
+}
+
+/// Builds the prompt, runs the model and applies the stop rules. A cancelled completion is empty.
+pub(crate) fn run_completion(
+    model: &mut CompletionModel,
+    input: &CompletionInput,
+    cfg: &Config,
+    cancel: &CancelFlag,
+) -> Result<Completion, InferError> {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_millis(cfg.timeout_ms);
+    let (prompt, tokens) = prompt_for(model, input, cfg);
     let stop_ctx = StopContext::new(
         input.ctx.line_before_cursor(),
         &input.ctx.suffix,

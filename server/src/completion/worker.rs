@@ -3,8 +3,8 @@
 //! Every job gets a reply: an empty one when it was cancelled or superseded before or while it ran,
 //! when no model is loaded, or when the engine failed (even by panicking).
 //!
-//! While no message waits, the worker finishes a prompt that a request's prompt deadline cut, one
-//! micro-batch at a time; a new message stops that at once (it sets the idle work's cancel flag),
+//! While no message waits, the worker finishes a prompt that a request's prompt deadline cut, or
+//! the prompt of a prefill (the editor's next request after an edit), one micro-batch at a time; a new message stops that at once (it sets the idle work's cancel flag),
 //! and the work done stays in the KV cache for the requests that follow.
 //!
 //! A speculative job (the suggestion after the one just shown, as if it were accepted) is queued
@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info, info_span};
 
 use super::model::{CompletionModel, LoadParams, ModelError};
-use super::pipeline::{run_completion, Completion, CompletionInput};
+use super::pipeline::{prefill_prompt, run_completion, Completion, CompletionInput};
 use crate::config::Config;
 
 /// A queued completion.
@@ -41,6 +41,8 @@ pub(crate) struct Job {
 enum Msg {
     Load(LoadParams, oneshot::Sender<Result<String, ModelError>>),
     Job(Job, oneshot::Sender<Completion>),
+    /// Evaluate this job's prompt while no message waits (nothing is generated, no reply).
+    Prefill(Job),
 }
 
 /// Handle to the worker thread.
@@ -132,6 +134,15 @@ impl Worker {
         self.send_job(job)
     }
 
+    /// Has the prompt of `job` evaluated while no message waits, replacing any earlier prefill or
+    /// unfinished prompt, so that a request expected soon (the editor's next one after an edit)
+    /// finds it cached. Cancels a queued or running speculative job: the person moved on.
+    pub(crate) fn prefill(&self, job: Job) {
+        self.cancel_speculation();
+        let _ = self.tx.send(Msg::Prefill(job));
+        self.idle_work.interrupt();
+    }
+
     fn send_job(&self, job: Job) -> oneshot::Receiver<Completion> {
         let (tx, rx) = oneshot::channel();
         if let Err(mpsc::SendError(Msg::Job(_, reply))) = self.tx.send(Msg::Job(job, tx)) {
@@ -185,6 +196,16 @@ fn worker_loop(rx: mpsc::Receiver<Msg>, idle_work: IdleWork) {
                     d
                 });
                 let _ = reply.send(answer);
+            }
+            Msg::Prefill(job) => {
+                if let Some(m) = model.as_mut() {
+                    let queued = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        prefill_prompt(m, &job.input, &job.config)
+                    }));
+                    if queued.is_err() {
+                        error!("panicked while building a prefill prompt");
+                    }
+                }
             }
             Msg::Job(job, reply) => {
                 let completion = match model.as_mut() {

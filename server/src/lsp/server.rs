@@ -18,7 +18,7 @@ use tower_lsp_server::{Client, LanguageServer, LspService, Server};
 use tracing::{debug, info, warn};
 
 use super::cache::{CompletionCache, Hit, AFTER_WINDOW, BEFORE_WINDOW};
-use super::documents::{DocumentStore, Edit};
+use super::documents::{ChangeOutcome, DocumentStore, Edit};
 use super::position::{char_to_position, position_to_char, PositionEncoding};
 use super::transport::Transport;
 use super::workspace::Workspace;
@@ -300,6 +300,39 @@ impl Backend {
                 ms = completion.total_ms.round() as u64,
                 "next suggestion prefetched"
             );
+        });
+    }
+
+    /// After an edit that inserted `inserted` characters at `start`, has the worker evaluate the
+    /// prompt at the end of the insert while it waits for the editor's request (which editors send
+    /// after a debounce), unless the cache will answer that request. The prefill only runs while
+    /// no request waits, and a request stops it at once, keeping what it evaluated.
+    fn prefill_after_edit(&self, uri: &str, start: Position, inserted: usize) {
+        let cfg = self.config();
+        if !cfg.prefetch_next || !matches!(*lock(&self.shared.model), ModelState::Ready(_)) {
+            return;
+        }
+        let enc = *lock(&self.shared.encoding);
+        let Some((rope, enabled)) = lock(&self.shared.docs)
+            .get(uri)
+            .map(|doc| (doc.rope.clone(), cfg.language_enabled(&doc.language_id)))
+        else {
+            return;
+        };
+        // The text before the edit's start did not change, so its position still holds.
+        let cursor = (position_to_char(&rope, start, enc) + inserted).min(rope.len_chars());
+        let (before, after) = cache_windows(&rope, cursor);
+        if !enabled || lock(&self.shared.cache).lookup(&before, &after).is_some() {
+            return;
+        }
+        let input = self.completion_input(uri, &rope, cursor, &cfg, 1, false);
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shared.worker.prefill(Job {
+            input,
+            config: cfg,
+            cancel: CancelFlag::new(),
+            id: format!("{id}-prefill"),
+            speculative: true,
         });
     }
 
@@ -630,7 +663,11 @@ impl LanguageServer for Backend {
 
     async fn did_change(&self, params: DidChangeTextDocumentParams) {
         let enc = *lock(&self.shared.encoding);
-        let edits = params.content_changes.into_iter().map(Edit::from).collect();
+        let edits: Vec<Edit> = params.content_changes.into_iter().map(Edit::from).collect();
+        // Where the last edit's text ends: the cursor, for the prefill below.
+        let typed = edits
+            .last()
+            .and_then(|e| Some((e.range?.start, e.text.chars().count())));
         let id = params.text_document.text_document_identifier.uri.0;
         let outcome = lock(&self.shared.docs).change(&id, params.text_document.version, edits, enc);
         debug!(
@@ -638,6 +675,10 @@ impl LanguageServer for Backend {
             version = params.text_document.version,
             "didChange"
         );
+        // Only for an edit applied in order (a buffered one is not the document's text yet).
+        if let (Some((start, inserted)), ChangeOutcome::Applied) = (typed, outcome) {
+            self.prefill_after_edit(id.as_str(), start, inserted);
+        }
     }
 
     async fn did_save(&self, params: DidSaveTextDocumentParams) {
