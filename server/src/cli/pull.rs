@@ -200,8 +200,9 @@ impl ProgressDisplay {
     }
 
     fn finish(self) {
+        // Cleared: indicatif leaves the cursor at the end of a finished bar's line.
         if let ProgressDisplay::Bar(Some(bar)) = self {
-            bar.finish();
+            bar.finish_and_clear();
         }
     }
 }
