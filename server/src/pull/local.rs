@@ -2,7 +2,7 @@
 //! architecture (read from the GGUF header) and catalogue name, unfinished downloads, and removing
 //! one model (never anything outside the folder).
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use super::catalogue::{self, CatalogueEntry};
 use super::download::part_path;
@@ -124,7 +124,8 @@ pub fn locate(dir: &Path, name: &str) -> Result<PathBuf, LocalError> {
         return Ok(dir.join(entry.file));
     }
     let given = Path::new(name);
-    if given.components().count() == 1 {
+    let mut components = given.components();
+    if let (Some(Component::Normal(_)), None) = (components.next(), components.next()) {
         let path = dir.join(name);
         return if exists(&path) {
             Ok(path)
@@ -235,6 +236,15 @@ mod tests {
             "{err}"
         );
         assert!(outside.exists());
+        // `..` and `.` are not file names in the folder (`../.part` must survive).
+        let nested = dir.join("models");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::write(dir.join(".part"), "x").unwrap();
+        for name in ["..", ".", "/"] {
+            assert!(remove(&nested, name).is_err(), "{name}");
+        }
+        assert!(dir.join(".part").exists());
+        std::fs::remove_file(dir.join(".part")).unwrap();
 
         std::fs::write(dir.join("a.gguf"), "x").unwrap();
         std::fs::write(dir.join("a.gguf.part"), "x").unwrap();
