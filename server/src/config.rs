@@ -43,8 +43,8 @@ pub(crate) enum FimOrder {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct Config {
-    /// GGUF model file. Default: `$LMRS_MODEL_DIR/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf`, else
-    /// `~/.local/share/lmrs/models/` with that name.
+    /// GGUF model file. Default: `qwen2.5-coder-0.5b-instruct-q4_k_m.gguf` in [`models_dir`]
+    /// (`$LMRS_MODEL_DIR`, else `$XDG_DATA_HOME/lmrs/models`, else `~/.local/share/lmrs/models`).
     pub(crate) model_path: Option<PathBuf>,
     /// Threads for the engine. Default: the physical cores, at most 8 (GGML's workers spin at
     /// barriers: a second thread on a core's other hyper-thread only adds contention). More than
@@ -154,6 +154,31 @@ impl Default for Config {
     }
 }
 
+/// The models folder: where the server looks for its default model and `lmrs pull` puts models.
+/// `$LMRS_MODEL_DIR`, else `$XDG_DATA_HOME/lmrs/models` (when `XDG_DATA_HOME` is an absolute path),
+/// else `~/.local/share/lmrs/models` (XDG's default, so unchanged for those who set nothing).
+pub(crate) fn models_dir() -> PathBuf {
+    models_dir_from(|key| std::env::var_os(key))
+}
+
+/// [`models_dir`] with the environment given as a lookup (empty values count as unset).
+fn models_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let set = |key| {
+        var(key)
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = set("LMRS_MODEL_DIR") {
+        return dir;
+    }
+    if let Some(data) = set("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
+        return data.join("lmrs/models");
+    }
+    set("HOME")
+        .unwrap_or_default()
+        .join(".local/share/lmrs/models")
+}
+
 /// The machine's logical CPUs.
 pub(crate) fn logical_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -213,20 +238,12 @@ impl Config {
         Ok(serde_json::from_value(value)?)
     }
 
-    /// The model file to load.
+    /// The model file to load: `model_path`, else the default model in [`models_dir`].
     pub(crate) fn resolved_model_path(&self) -> PathBuf {
         if let Some(p) = &self.model_path {
             return p.clone();
         }
-        let dir = std::env::var_os("LMRS_MODEL_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_default();
-                home.join(".local/share/lmrs/models")
-            });
-        dir.join(DEFAULT_MODEL_FILE)
+        models_dir().join(DEFAULT_MODEL_FILE)
     }
 
     /// Whether completions are on for a language id.
@@ -290,6 +307,43 @@ mod tests {
         assert_eq!(c.merged(&json!(null)).unwrap(), c);
         assert!(c.merged(&json!({"maxTokens": "many"})).is_err());
         assert!(c.merged(&json!({"noSuchOption": 1})).is_err());
+    }
+
+    #[test]
+    fn models_dir_follows_lmrs_model_dir_then_xdg_then_home() {
+        fn env<'a>(
+            pairs: &'a [(&'a str, &'a str)],
+        ) -> impl Fn(&str) -> Option<std::ffi::OsString> + 'a {
+            move |key| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        }
+        let all = [
+            ("LMRS_MODEL_DIR", "/m"),
+            ("XDG_DATA_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
+        assert_eq!(models_dir_from(env(&all)), PathBuf::from("/m"));
+        assert_eq!(
+            models_dir_from(env(&[
+                ("LMRS_MODEL_DIR", ""),
+                ("XDG_DATA_HOME", "/x"),
+                ("HOME", "/h")
+            ])),
+            PathBuf::from("/x/lmrs/models")
+        );
+        // A relative XDG_DATA_HOME is invalid per the spec and ignored.
+        assert_eq!(
+            models_dir_from(env(&[("XDG_DATA_HOME", "rel"), ("HOME", "/h")])),
+            PathBuf::from("/h/.local/share/lmrs/models")
+        );
+        assert_eq!(
+            models_dir_from(env(&[("HOME", "/h")])),
+            PathBuf::from("/h/.local/share/lmrs/models")
+        );
     }
 
     #[test]

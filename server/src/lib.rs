@@ -1,7 +1,8 @@
 //! lmrs-lsp: the lmrs language server (`lmrs lsp`), the one-shot `lmrs complete` command and the
 //! engine subcommands of the `lmrs` binary.
 //!
-//! Layers, each using only those before it: [`config`]; `completion` (what to suggest: the pure
+//! Layers, each using only those before it: [`config`]; [`pull`] (getting models by name: catalogue,
+//! download, models folder); `completion` (what to suggest: the pure
 //! prompt, retrieval and stop rules, then the model, the pipeline and its worker thread); [`lsp`]
 //! (documents, positions, cache, handlers); [`cli`] (the command line). [`report`] shows errors.
 
@@ -9,6 +10,7 @@ pub mod cli;
 pub(crate) mod completion;
 pub(crate) mod config;
 pub mod lsp;
+pub mod pull;
 pub mod report;
 
 /// `println!` that returns the write error instead of panicking, so `lmrs info MODEL | head`

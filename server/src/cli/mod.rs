@@ -1,15 +1,20 @@
 //! The `lmrs` command line: its subcommands and what each runs. `lsp` serves the language server,
-//! `complete` runs its completion path once, the engine subcommands drive the engine directly.
+//! `complete` runs its completion path once, the engine subcommands drive the engine directly,
+//! `pull`, `models` and `rm` manage the models folder.
 
 mod complete;
 mod engine_commands;
 mod lsp_flags;
+mod models;
+mod pull;
 
 use clap::{Parser, Subcommand};
 
 use self::complete::CompleteArgs;
 use self::engine_commands::EngineCommand;
 use self::lsp_flags::ConfigArgs;
+use self::models::RmArgs;
+use self::pull::PullArgs;
 
 /// The `lmrs` command line.
 #[derive(Debug, Parser)]
@@ -33,6 +38,13 @@ enum Command {
     Complete(CompleteArgs),
     #[command(flatten)]
     Engine(EngineCommand),
+    /// Download a model by name (`lmrs pull qwen2.5-coder:0.5b`, `--list` shows the catalogue) or
+    /// Hugging Face path (`owner/repo/file.gguf`) into the models folder
+    Pull(PullArgs),
+    /// List the models folder's GGUF files with size, architecture and catalogue name
+    Models,
+    /// Remove a model from the models folder (by catalogue name or file name)
+    Rm(RmArgs),
 }
 
 impl Cli {
@@ -41,7 +53,8 @@ impl Cli {
         match self.command {
             Command::Lsp(_) => Some("info"),
             Command::Complete(_) => Some("warn"),
-            Command::Engine(_) => None,
+            Command::Pull(_) => Some("warn"),
+            Command::Engine(_) | Command::Models | Command::Rm(_) => None,
         }
     }
 
@@ -57,6 +70,9 @@ impl Cli {
             }
             Command::Complete(args) => complete::run(&args),
             Command::Engine(command) => engine_commands::run(command),
+            Command::Pull(args) => pull::run(&args),
+            Command::Models => models::list(),
+            Command::Rm(args) => models::remove(&args),
         }
     }
 }

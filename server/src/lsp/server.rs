@@ -167,8 +167,13 @@ impl Backend {
                 ),
                 Ok(Err(e)) => {
                     let reason = report::describe(&e, ": ");
+                    let fix = if path.exists() {
+                        format!("put {DEFAULT_MODEL_FILE} there")
+                    } else {
+                        crate::pull::missing_model_hint(&path)
+                    };
                     let msg = format!(
-                        "lmrs: {reason}. Inline completions are off until a model loads: put {DEFAULT_MODEL_FILE} there, or point \
+                        "lmrs: {reason}. Inline completions are off until a model loads: {fix}, or point \
                          `--model` / initializationOptions `modelPath` at a GGUF code model (Qwen2.5-Coder recommended)."
                     );
                     (ModelState::Failed(reason), msg)
