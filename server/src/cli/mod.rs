@@ -4,6 +4,7 @@
 
 mod complete;
 mod engine_commands;
+mod index;
 mod lsp_flags;
 mod models;
 mod pull;
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 use self::complete::CompleteArgs;
 use self::engine_commands::EngineCommand;
+use self::index::IndexArgs;
 use self::lsp_flags::ConfigArgs;
 use self::models::RmArgs;
 use self::pull::PullArgs;
@@ -45,6 +47,9 @@ enum Command {
     Models,
     /// Remove a model from the models folder (by catalogue name or file name)
     Rm(RmArgs),
+    /// Index a folder as the language server indexes a workspace folder and print what it holds
+    /// (`--definitions`: every definition as a JSON line)
+    Index(IndexArgs),
 }
 
 impl Cli {
@@ -54,7 +59,7 @@ impl Cli {
             Command::Lsp(_) => Some("info"),
             Command::Complete(_) => Some("warn"),
             Command::Pull(_) => Some("warn"),
-            Command::Engine(_) | Command::Models | Command::Rm(_) => None,
+            Command::Engine(_) | Command::Models | Command::Rm(_) | Command::Index(_) => None,
         }
     }
 
@@ -71,6 +76,7 @@ impl Cli {
             Command::Complete(args) => complete::run(&args),
             Command::Engine(command) => engine_commands::run(command),
             Command::Pull(args) => pull::run(&args),
+            Command::Index(args) => index::run(&args),
             Command::Models => models::list(),
             Command::Rm(args) => models::remove(&args),
         }

@@ -97,14 +97,38 @@ impl Language {
                 r#"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:(?:default|const|async|unsa[f]e|extern(?:\s+"[^"]*")?)\s+)*(?:fn|struct|enum|trait|type|const|static|union|mod)\s+(?P<name>[A-Za-z_]\w*)|^\s*macro_rules!\s*(?P<macro>[A-Za-z_]\w*)"#,
                 // Python: def and class at any depth; module-level assignments.
                 r"^\s*(?:async\s+)?(?:def|class)\s+(?P<name>[A-Za-z_]\w*)|^(?P<global>[A-Za-z_]\w*)\s*(?::[^=]*)?=[^=]",
-                // JavaScript / TypeScript.
-                r"^\s*(?:export\s+)?(?:default\s+)?(?:declare\s+)?(?:abstract\s+)?(?:async\s+)?(?:function\*?|class|interface|type|enum|const|let|var|namespace)\s+(?P<name>[A-Za-z_$][\w$]*)",
+                // JavaScript / TypeScript: declarations; functions assigned to a property
+                // (`exports.f = function`, `A.prototype.f = (x) =>`) or given as one (`f: function`,
+                // `f: () =>`); class methods (a one-line signature ending in `{`, or any signature
+                // after a modifier); named function expressions anywhere on a line.
+                concat!(
+                    r"^\s*(?:export\s+)?(?:default\s+)?(?:declare\s+)?(?:abstract\s+)?(?:async\s+)?(?:function\*?|class|interface|type|enum|const|let|var|namespace)\s+(?P<name>[A-Za-z_$][\w$]*)",
+                    r"|^\s*(?:[A-Za-z_$][\w$]*\.)+(?P<global>[A-Za-z_$][\w$]*)\s*=\s*(?:async\s+)?(?:function\b|\([^)]*\)\s*=>|[A-Za-z_$][\w$]*\s*=>)",
+                    r"|^\s*(?P<member>[A-Za-z_$][\w$]*)\s*:\s*(?:async\s+)?(?:function\b|\([^)]*\)\s*(?::\s*[^=]+)?=>)",
+                    r"|^\s+(?:(?:public|private|protected|static|readonly|abstract|override|async|get|set)\s+)*\*?(?P<method>[A-Za-z_$][\w$]*)\s*(?:<[^>]*>)?\s*\([^()]*(?:\([^()]*\)[^()]*)*\)\s*(?::\s*[^{;=]+?)?\s*\{\s*$",
+                    r"|^\s+(?:(?:public|private|protected|static|readonly|abstract|override|async)\s+)+\*?(?P<modified>[A-Za-z_$][\w$]*)\s*(?:<[^>]*>)?\s*\(",
+                    r"|\bfunction\*?\s+(?P<inner>[A-Za-z_$][\w$]*)\s*\(",
+                ),
                 // Go: functions and methods, types, package-level variables and constants.
                 r"^func\s+(?:\([^)]*\)\s*)?(?P<name>[A-Za-z_]\w*)|^(?:type|var|const)\s+(?P<global>[A-Za-z_]\w*)",
-                // C / C++: tagged types, macros, and function definitions starting at column 0.
-                r"^\s*(?:typedef\s+)?(?:struct|class|enum(?:\s+class)?|union|namespace)\s+(?P<name>[A-Za-z_]\w*)\s*[:{]?\s*$|^#\s*define\s+(?P<macro>[A-Za-z_]\w*)|^[A-Za-z_][\w\s\*&:<>,]*?[\s\*&:](?P<global>[A-Za-z_]\w*)\s*\([^;]*$",
-                // Java: types, then methods (modifiers, a return type, a name and a parenthesis).
-                r"^\s*(?:(?:public|private|protected|static|final|abstract|sealed)\s+)*(?:class|interface|enum|record)\s+(?P<name>[A-Za-z_]\w*)|^\s+(?:(?:public|private|protected|static|final|abstract|synchronized|default)\s+)+[\w<>\[\],.? ]+\s+(?P<global>[A-Za-z_]\w*)\s*\(",
+                // C / C++: tagged types, macros, typedefs, and functions (definitions and
+                // prototypes) starting at column 0.
+                concat!(
+                    r"^\s*(?:typedef\s+)?(?:struct|class|enum(?:\s+class)?|union|namespace)\s+(?P<name>[A-Za-z_]\w*)\s*[:{]?\s*$",
+                    r"|^#\s*define\s+(?P<macro>[A-Za-z_]\w*)",
+                    r"|^[A-Za-z_][\w\s\*&:<>,]*?[\s\*&:](?P<global>[A-Za-z_]\w*)\s*\(",
+                    r"|^\s*typedef\s+[^;(]*?\b(?P<member>[A-Za-z_]\w*)\s*;",
+                    // C++ member functions defined in a class body: type words, a name, one
+                    // line of parameters and the body's brace.
+                    r"|^\s+(?:[\w:<>,\*&]+\s+)+[\*&]*(?P<method>[A-Za-z_~]\w*)\s*\([^;{]*\)\s*(?:const\s*)?(?:override\s*)?(?:noexcept\s*)?\{",
+                ),
+                // Java: types, then methods: optional modifiers and type parameters, a return type
+                // (generic, array), a name and a parenthesis (`return f(x)` and the like are
+                // dropped by the word before the name).
+                concat!(
+                    r"^\s*(?:(?:public|private|protected|static|final|abstract|sealed|non-sealed|strictfp)\s+)*(?:class|interface|enum|record|@interface)\s+(?P<name>[A-Za-z_]\w*)",
+                    r"|^\s+(?:(?:public|private|protected|static|final|abstract|synchronized|default|native|strictfp)\s+)*(?:<[^()]*>\s+)?[\w.]+(?:<[^()]*>)?(?:\[\])*\??\s+(?P<global>[A-Za-z_]\w*)\s*\(",
+                ),
             ]
             .iter()
             .map(|p| Regex::new(p).expect("the definition patterns are valid"))
@@ -130,14 +154,15 @@ pub(crate) fn definitions(path: &str, text: &str) -> Vec<Definition> {
         let Some(captures) = pattern.captures(line) else {
             continue;
         };
-        let Some(name) = ["name", "macro", "global"]
-            .iter()
-            .find_map(|group| captures.name(group))
-        else {
+        let Some(found) = [
+            "name", "macro", "global", "member", "method", "modified", "inner",
+        ]
+        .iter()
+        .find_map(|group| captures.name(group)) else {
             continue;
         };
-        let name = name.as_str();
-        if name.len() < 2 || is_keyword(name) {
+        let name = found.as_str();
+        if name.len() < 2 || is_keyword(name) || after_statement_keyword(&line[..found.start()]) {
             continue;
         }
         let first = lead_start(&lines, index, language);
@@ -157,11 +182,39 @@ pub(crate) fn definitions(path: &str, text: &str) -> Vec<Definition> {
     out
 }
 
-/// Words that a loose pattern (C's function definitions) can take for a name.
+/// Words that a loose pattern (C's functions, JavaScript's and Java's methods) can take for a
+/// name.
 fn is_keyword(name: &str) -> bool {
     matches!(
         name,
-        "if" | "for" | "while" | "switch" | "return" | "else" | "sizeof" | "main"
+        "if" | "for"
+            | "while"
+            | "switch"
+            | "return"
+            | "else"
+            | "sizeof"
+            | "main"
+            | "catch"
+            | "function"
+            | "with"
+            | "constructor"
+            | "do"
+            | "try"
+            | "synchronized"
+    )
+}
+
+/// Whether the text before a name ends in a word that makes the line a statement, not a
+/// definition (`return f(x)`, `new Foo(x)`, `else g()`, `throw new E(`).
+fn after_statement_keyword(before: &str) -> bool {
+    let word = before
+        .trim_end()
+        .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or("");
+    matches!(
+        word,
+        "return" | "new" | "else" | "throw" | "case" | "yield" | "await" | "assert" | "typeof"
     )
 }
 
@@ -360,6 +413,8 @@ mod tests {
                     |{
                     |  return b->len++;
                     |}
+                8 declared
+                    |int declared(void);
             "#]],
         );
         check(
@@ -381,6 +436,121 @@ mod tests {
         assert!(definitions("notes.txt", "fn f() {}").is_empty());
         let qualified = definitions("q.rs", concat!("pub ", "uns", "afe fn raw_read() {}\n"));
         assert_eq!(qualified[0].name, "raw_read");
+    }
+
+    #[test]
+    fn methods_assigned_functions_and_prototypes_as_tree_sitter_tags_find_them() {
+        // The shapes scripts/definitions-vs-tree-sitter.py found missing before: JavaScript
+        // functions assigned to properties and class methods, Java methods without modifiers,
+        // C prototypes and typedefs, C++ member functions; statements that look alike are not.
+        check(
+            "lib/app.js",
+            "exports.init = function(app){\n  return app;\n};\nRoute.prototype.all = function all() {\n  return this;\n};\nvar proto = {\n  get: function () {\n    return 1;\n  },\n  onClick: (event) => handle(event),\n};\nthis.on('mount', function onmount(parent) {});\n",
+            expect![[r#"
+                0 init
+                    |exports.init = function(app){
+                    |  return app;
+                    |};
+                3 all
+                    |Route.prototype.all = function all() {
+                    |  return this;
+                    |};
+                6 proto
+                    |var proto = {
+                    |  get: function () {
+                    |    return 1;
+                    |  },
+                    |  onClick: (event) => handle(event),
+                    |};
+                7 get
+                    |  get: function () {
+                    |    return 1;
+                    |  },
+                10 onClick
+                    |  onClick: (event) => handle(event),
+                    |};
+                12 onmount
+                    |this.on('mount', function onmount(parent) {});
+            "#]],
+        );
+        check(
+            "src/Subject.ts",
+            "export class Subject<T> {\n  next(value: T) {\n    if (this.closed) {\n      return;\n    }\n  }\n  private static sortActions<T>(a: T, b: T) {\n    return 0;\n  }\n}\n",
+            expect![[r#"
+                0 Subject
+                    |export class Subject<T> {
+                    |  next(value: T) {
+                    |    if (this.closed) {
+                    |      return;
+                    |    }
+                    |  }
+                    |  private static sortActions<T>(a: T, b: T) {
+                    |    return 0;
+                    |  }
+                    |}
+                1 next
+                    |  next(value: T) {
+                    |    if (this.closed) {
+                    |      return;
+                    |    }
+                    |  }
+                6 sortActions
+                    |  private static sortActions<T>(a: T, b: T) {
+                    |    return 0;
+                    |  }
+            "#]],
+        );
+        check(
+            "Queue.java",
+            "interface Queue<E> {\n    E element();\n    boolean tryCancel() {\n        return next(x);\n    }\n    <P> Node<P> evaluate(Helper<P> helper,\n                         int flags);\n}\n",
+            expect![[r#"
+                0 Queue
+                    |interface Queue<E> {
+                    |    E element();
+                    |    boolean tryCancel() {
+                    |        return next(x);
+                    |    }
+                    |    <P> Node<P> evaluate(Helper<P> helper,
+                    |                         int flags);
+                    |}
+                1 element
+                    |    E element();
+                2 tryCancel
+                    |    boolean tryCancel() {
+                    |        return next(x);
+                    |    }
+                5 evaluate
+                    |    <P> Node<P> evaluate(Helper<P> helper,
+                    |                         int flags);
+            "#]],
+        );
+        check(
+            "quants.h",
+            "typedef atomic_int atomic_flag;\nvoid ggml_vec_dot(int n, float * s);\nstruct tinyBLAS {\n    inline __m128i load0(const block *b) {\n        return load(b);\n    }\n    void gemm(int m) const {\n        foo(m);\n    }\n};\n",
+            expect![[r#"
+                0 atomic_flag
+                    |typedef atomic_int atomic_flag;
+                1 ggml_vec_dot
+                    |void ggml_vec_dot(int n, float * s);
+                2 tinyBLAS
+                    |struct tinyBLAS {
+                    |    inline __m128i load0(const block *b) {
+                    |        return load(b);
+                    |    }
+                    |    void gemm(int m) const {
+                    |        foo(m);
+                    |    }
+                    |};
+                3 load0
+                    |    inline __m128i load0(const block *b) {
+                    |        return load(b);
+                    |    }
+                6 gemm
+                    |    void gemm(int m) const {
+                    |        foo(m);
+                    |    }
+            "#]],
+        );
     }
 
     #[test]

@@ -242,6 +242,13 @@ impl ProjectIndex {
         })
     }
 
+    /// Every definition with its name, in no particular order.
+    pub(crate) fn definitions(&self) -> impl Iterator<Item = (&str, &ProjectDefinition)> {
+        self.by_name
+            .iter()
+            .flat_map(|(name, found)| found.iter().map(move |d| (name.as_str(), d)))
+    }
+
     /// Number of indexed files.
     #[cfg(test)]
     pub(crate) fn files(&self) -> usize {
