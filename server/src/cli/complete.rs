@@ -12,7 +12,7 @@ use ropey::Rope;
 
 use super::lsp_flags::ConfigArgs;
 use crate::completion::model::{CompletionModel, LoadParams, PROMPT_BATCH_TOKENS};
-use crate::completion::pipeline::{run_completion, CompletionInput};
+use crate::completion::pipeline::{run_completion, CompletionInput, ProjectContext};
 use crate::completion::project::{ProjectIndex, WalkParams};
 use crate::lsp::position::line_content;
 
@@ -99,6 +99,10 @@ pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
     }
     let current = workspace.1.clone().unwrap_or_default();
     let project = |name: &str| index.provided(name, &[], &current);
+    let project = ProjectContext {
+        lookup: &project,
+        others: &[],
+    };
     let input = CompletionInput::at_cursor(&rope, cursor, &cfg, None, workspace, 1, &project);
     for _ in 0..args.repeat.max(1) {
         let c = run_completion(&mut model, &input, &cfg, &CancelFlag::new())?;

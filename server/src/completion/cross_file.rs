@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use super::definitions::definitions;
+use super::retrieval::{similar_snippet_in, SnippetParams};
 
 /// Lines above the cursor whose names count as "used around the cursor".
 const LINES_ABOVE: usize = 24;
@@ -28,6 +29,8 @@ const LINES_BELOW: usize = 6;
 const MAX_DEFINITIONS_PER_NAME: usize = 3;
 /// Chunks offered to the prompt builder, which keeps what fits its budget.
 pub(crate) const MAX_CANDIDATES: usize = 16;
+/// Similar-code chunks from other files offered after the definitions.
+pub(crate) const MAX_SIMILAR: usize = 2;
 
 /// A chunk of another file for the prompt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +168,43 @@ pub(crate) fn rank_context(
     chunks
 }
 
+/// Code in other files most like the lines above `cursor_line` of `document` (Jaccard similarity of
+/// their words, see [`similar_snippet_in`]), with what followed it there: at most [`MAX_SIMILAR`]
+/// chunks, most similar first, each from a different file of `others` (path, text). The query
+/// leaves the cursor line out, so typing on it keeps these chunks and the KV cache.
+pub(crate) fn similar_code(
+    document: &str,
+    cursor_line: usize,
+    others: &[(String, std::sync::Arc<str>)],
+) -> Vec<ContextChunk> {
+    let params = SnippetParams::default();
+    let lines: Vec<&str> = document.split_inclusive('\n').collect();
+    let end = cursor_line.min(lines.len());
+    let query = &lines[end.saturating_sub(params.query_lines)..end];
+    let mut found: Vec<(f32, ContextChunk)> = others
+        .iter()
+        .filter_map(|(path, text)| {
+            let snippet = similar_snippet_in(query, text, &params)?;
+            Some((
+                snippet.similarity,
+                ContextChunk {
+                    path: path.clone(),
+                    line: snippet.first_line,
+                    text: snippet.text,
+                    name: String::new(),
+                },
+            ))
+        })
+        .collect();
+    // Stable: equally similar files keep their order.
+    found.sort_by(|a, b| b.0.total_cmp(&a.0));
+    found
+        .into_iter()
+        .take(MAX_SIMILAR)
+        .map(|(_, c)| c)
+        .collect()
+}
+
 /// Whether `line` imports names (Python `import`/`from`, Rust `use`, JS/TS `import`, Go and Java
 /// `import`, C/C++ `#include`, `require(`).
 fn is_import_line(line: &str) -> bool {
@@ -270,6 +310,41 @@ mod tests {
             .map(|c| format!("{} {}:{}", c.name, c.path, c.line))
             .collect();
         expected.assert_eq(&shown.join("\n"));
+    }
+
+    #[test]
+    fn similar_code_in_other_files_follows_the_lines_above_the_cursor() {
+        let others: Vec<(String, std::sync::Arc<str>)> = vec![
+            (
+                "pkg/unrelated.py".into(),
+                "def area(r):\n    return 3.14 * r * r\n".into(),
+            ),
+            (
+                "pkg/tasks.py".into(),
+                "import logging\n\ndef fail(self, exc):\n    self._loop.call_exception_handler({\n        'message': 'task failed',\n        'exception': exc,\n    })\n    self._state = FAILED\n".into(),
+            ),
+        ];
+        let document =
+            "def abort(self, exc):\n    if self._loop.is_closed():\n        return\n    \n";
+        let chunks = similar_code(document, 3, &others);
+        let shown: Vec<String> = chunks
+            .iter()
+            .map(|c| format!("{}:{}\n{}", c.path, c.line, c.text))
+            .collect();
+        expect![[r#"
+            pkg/tasks.py:1
+
+            def fail(self, exc):
+                self._loop.call_exception_handler({
+                    'message': 'task failed',
+                    'exception': exc,
+                })
+                self._state = FAILED
+        "#]]
+        .assert_eq(&shown.join("---\n"));
+        // Typing on the cursor line changes nothing.
+        let typed = document.replace("    \n", "    self.\n");
+        assert_eq!(similar_code(&typed, 3, &others), chunks);
     }
 
     #[test]

@@ -8,12 +8,29 @@ use ropey::Rope;
 use tracing::debug;
 
 use super::context::{snippet_for_cursor, CursorContext};
-use super::cross_file::{rank_context, ContextChunk, Provided};
+use super::cross_file::{rank_context, similar_code, ContextChunk, Provided};
 use super::model::{CompletionModel, GenRequest};
 use super::prompt::{build_prompt, BuiltPrompt, PromptInput, PromptParams};
 use super::retrieval::Snippet;
 use super::stop_rules::{branch_point, Generated, StopContext, StopRules};
 use crate::config::Config;
+
+/// Where a completion's project context comes from.
+pub(crate) struct ProjectContext<'a> {
+    /// The definitions of a name in the project's other files.
+    pub(crate) lookup: &'a dyn Fn(&str) -> Vec<Provided>,
+    /// The other open documents (path in the workspace folder, text), searched for similar code.
+    pub(crate) others: &'a [(String, std::sync::Arc<str>)],
+}
+
+impl ProjectContext<'_> {
+    /// No project context.
+    #[cfg(test)]
+    pub(crate) const NONE: ProjectContext<'static> = ProjectContext {
+        lookup: &|_| Vec::new(),
+        others: &[],
+    };
+}
 
 /// Everything one completion needs besides the model.
 #[derive(Clone, Debug)]
@@ -37,8 +54,9 @@ impl CompletionInput {
     /// and, when `cfg` asks for it, similar code from elsewhere (`previous_snippet` is the first
     /// line of the snippet of the document's previous request). `workspace` is the workspace
     /// folder's name and the file's path inside it, when known; `project` looks up the
-    /// definitions of a name in the project's other files (context is only gathered for a file
-    /// with a path in a workspace folder, and when `cfg.context_tokens` is not 0).
+    /// definitions of a name in the project's other files and the other open documents, searched
+    /// for code like the lines above the cursor (context is only gathered for a file with a path
+    /// in a workspace folder, and when `cfg.context_tokens` is not 0).
     pub(crate) fn at_cursor(
         rope: &Rope,
         cursor: usize,
@@ -46,14 +64,17 @@ impl CompletionInput {
         previous_snippet: Option<usize>,
         workspace: (Option<String>, Option<String>),
         alternatives: usize,
-        project: &dyn Fn(&str) -> Vec<Provided>,
+        project: &ProjectContext<'_>,
     ) -> Self {
         let (prefix_tokens, suffix_tokens) = cfg.budgets();
         let (repo_name, rel_path) = workspace;
         let context = match &rel_path {
             Some(path) if cfg.context_tokens > 0 => {
                 let cursor_line = rope.char_to_line(cursor.min(rope.len_chars()));
-                let chunks = rank_context(&rope.to_string(), path, cursor_line, project);
+                let document = rope.to_string();
+                // Definitions of the names around the cursor first, then similar code elsewhere.
+                let mut chunks = rank_context(&document, path, cursor_line, project.lookup);
+                chunks.extend(similar_code(&document, cursor_line, project.others));
                 for chunk in &chunks {
                     debug!(name = %chunk.name, path = %chunk.path, line = chunk.line, "context candidate");
                 }

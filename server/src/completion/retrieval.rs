@@ -113,14 +113,60 @@ pub(crate) fn similar_snippet(
         return None;
     }
 
-    // Slide a window of `window` lines: word counts, distinct words, words shared with the query.
+    let (best, kept) = score_windows(
+        &lines,
+        scan_start,
+        &query,
+        window,
+        window + params.follow_lines,
+        &exclude,
+        previous,
+    );
+    let best = best?;
+    let (similarity, start) = match kept {
+        Some(k) if k.0 >= params.min_similarity && k.0 >= KEEP_PREVIOUS_FRACTION * best.0 => k,
+        _ => best,
+    };
+    if similarity < params.min_similarity {
+        return None;
+    }
+    let end = (start + window + params.follow_lines).min(scan_end);
+    let mut text: String = (start..end).map(|abs| line_at(abs).as_str()).collect();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Some(Snippet {
+        first_line: start,
+        text,
+        similarity,
+    })
+}
+
+/// A window's similarity and first line, if one was scored.
+type ScoredWindow = Option<(f32, usize)>;
+
+/// Slides a window of `window` lines over `lines` (the first of which is line `first`): the
+/// Jaccard similarity of each window's distinct words with `query`. Returns the best window
+/// whose `shown` lines stay clear of `exclude`, and the window starting at `previous` (both as
+/// similarity and first line), if scored.
+fn score_windows<L: AsRef<str>>(
+    lines: &[L],
+    first: usize,
+    query: &HashSet<&str>,
+    window: usize,
+    shown: usize,
+    exclude: &Range<usize>,
+    previous: Option<usize>,
+) -> (ScoredWindow, ScoredWindow) {
+    let end_line = first + lines.len();
+    let line_at = |abs: usize| lines[abs - first].as_ref();
+    // Word counts, distinct words and words shared with the query, of the current window.
     let mut counts: HashMap<&str, usize> = HashMap::new();
     let mut distinct = 0usize;
     let mut shared = 0usize;
     let mut best: Option<(f32, usize)> = None;
     let mut kept: Option<(f32, usize)> = None;
-    let shown = window + params.follow_lines;
-    for end in scan_start..scan_end {
+    for end in first..end_line {
         for w in words(line_at(end)) {
             let c = counts.entry(w).or_insert(0);
             if *c == 0 {
@@ -129,11 +175,11 @@ pub(crate) fn similar_snippet(
             }
             *c += 1;
         }
-        if end + 1 < scan_start + window {
+        if end + 1 < first + window {
             continue;
         }
         let start = end + 1 - window;
-        if start > scan_start {
+        if start > first {
             for w in words(line_at(start - 1)) {
                 // Every word leaving the window was counted when its line entered it.
                 if let Some(c) = counts.get_mut(w) {
@@ -145,7 +191,7 @@ pub(crate) fn similar_snippet(
                 }
             }
         }
-        let shown_end = (start + shown).min(scan_end);
+        let shown_end = (start + shown).min(end_line);
         let overlaps = start < exclude.end && exclude.start < shown_end;
         if overlaps || distinct == 0 {
             continue;
@@ -158,22 +204,48 @@ pub(crate) fn similar_snippet(
             kept = Some((similarity, start));
         }
     }
-    let best = best?;
-    let (similarity, start) = match kept {
-        Some(k) if k.0 >= params.min_similarity && k.0 >= KEEP_PREVIOUS_FRACTION * best.0 => k,
-        _ => best,
-    };
-    if similarity < params.min_similarity {
+    (best, kept)
+}
+
+/// The window of `text` (another file) most like `query_lines` (the lines above the cursor in
+/// the current file), with the `follow_lines` lines after it: what similar code elsewhere in the
+/// project looks like and what followed it there. `None` when nothing reaches `min_similarity`.
+/// At most `max_scan_lines` lines of `text` are looked at.
+pub(crate) fn similar_snippet_in(
+    query_lines: &[&str],
+    text: &str,
+    params: &SnippetParams,
+) -> Option<Snippet> {
+    let window = query_lines.len();
+    let query: HashSet<&str> = query_lines.iter().flat_map(|l| words(l)).collect();
+    if window == 0 || query.is_empty() {
         return None;
     }
-    let end = (start + shown).min(scan_end);
-    let mut text: String = (start..end).map(|abs| line_at(abs).as_str()).collect();
-    if !text.ends_with('\n') {
-        text.push('\n');
+    let lines: Vec<&str> = text
+        .split_inclusive('\n')
+        .take(params.max_scan_lines)
+        .collect();
+    if lines.len() < window {
+        return None;
+    }
+    let (best, _) = score_windows(
+        &lines,
+        0,
+        &query,
+        window,
+        window + params.follow_lines,
+        &(0..0),
+        None,
+    );
+    let (similarity, start) = best.filter(|(s, _)| *s >= params.min_similarity)?;
+    let end = (start + window + params.follow_lines).min(lines.len());
+    let mut snippet: String = lines[start..end].concat();
+    if !snippet.ends_with('\n') {
+        snippet.push('\n');
     }
     Some(Snippet {
         first_line: start,
-        text,
+        text: snippet,
         similarity,
     })
 }

@@ -280,6 +280,7 @@ mod tests {
     use super::*;
     use crate::completion::model::test_support::tiny_model_path;
     use crate::completion::model::PROMPT_BATCH_TOKENS;
+    use crate::completion::pipeline::ProjectContext;
 
     /// A job completing `text` at its end under `config`.
     fn job(text: &str, config: &Arc<Config>, id: &str, speculative: bool) -> Job {
@@ -291,7 +292,7 @@ mod tests {
             None,
             (None, None),
             1,
-            &|_| Vec::new(),
+            &ProjectContext::NONE,
         );
         Job {
             input,

@@ -24,11 +24,17 @@ use super::transport::Transport;
 use super::workspace::Workspace;
 use crate::completion::definitions::{definitions, Definition};
 use crate::completion::model::{LoadParams, PROMPT_BATCH_TOKENS};
-use crate::completion::pipeline::{Completion, CompletionInput};
+use crate::completion::pipeline::{Completion, CompletionInput, ProjectContext};
 use crate::completion::project::{ProjectIndex, WalkParams};
 use crate::completion::worker::{Job, Worker};
 use crate::config::{Config, DEFAULT_MODEL_FILE};
 use crate::report;
+
+/// An open document's version, definitions and text, as last read.
+type OpenDocument = (i32, Vec<Definition>, Arc<str>);
+
+/// The other open documents' definitions and texts, each with its path in the workspace folder.
+type OpenDocuments = (Vec<(String, Vec<Definition>)>, Vec<(String, Arc<str>)>);
 
 /// Characters that typing-through may skip over.
 const MAX_TYPED: usize = 64;
@@ -54,8 +60,8 @@ struct Shared {
     workspace: Mutex<Workspace>,
     /// Definitions in the workspace folders' files on disk, indexed in the background.
     project: Arc<RwLock<ProjectIndex>>,
-    /// Definitions of each open document, at the version they were read from.
-    open_definitions: Mutex<HashMap<String, (i32, Vec<Definition>)>>,
+    /// Definitions and text of each open document, at the version they were read from.
+    open_definitions: Mutex<HashMap<String, OpenDocument>>,
     /// Set at shutdown: a running workspace walk stops.
     stop_indexing: Arc<AtomicBool>,
     progress_supported: Mutex<bool>,
@@ -369,10 +375,10 @@ impl Backend {
     ) -> CompletionInput {
         let previous = lock(&self.shared.snippet_lines).get(uri).copied();
         let workspace = lock(&self.shared.workspace).file(uri);
-        let open = if cfg.context_tokens > 0 && cfg.context_open_documents {
-            self.open_document_definitions(uri)
+        let (open, open_texts) = if cfg.context_tokens > 0 && cfg.context_open_documents {
+            self.open_documents(uri)
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         let project = self
             .shared
@@ -388,7 +394,10 @@ impl Backend {
             previous,
             workspace,
             alternatives,
-            &lookup,
+            &ProjectContext {
+                lookup: &lookup,
+                others: &open_texts,
+            },
         );
         if let Some(s) = input.snippet.as_ref().filter(|_| remember) {
             lock(&self.shared.snippet_lines).insert(uri.to_owned(), s.first_line);
@@ -396,13 +405,13 @@ impl Backend {
         input
     }
 
-    /// The definitions of the open documents in the workspace folders other than `current`, with
-    /// their paths; each document is scanned again only when its version changed.
-    fn open_document_definitions(&self, current: &str) -> Vec<(String, Vec<Definition>)> {
+    /// The definitions and the texts of the open documents in the workspace folders other than
+    /// `current`, with their paths; each document is scanned again only when its version changed.
+    fn open_documents(&self, current: &str) -> OpenDocuments {
         let workspace = lock(&self.shared.workspace).clone();
         let docs = lock(&self.shared.docs);
         let mut cache = lock(&self.shared.open_definitions);
-        let mut out = Vec::new();
+        let (mut found_definitions, mut texts) = (Vec::new(), Vec::new());
         for (uri, doc) in docs.iter() {
             if uri == current {
                 continue;
@@ -410,16 +419,18 @@ impl Backend {
             let (_, Some(path)) = workspace.file(uri) else {
                 continue;
             };
-            let fresh = cache.get(uri).is_some_and(|(v, _)| *v == doc.version);
+            let fresh = cache.get(uri).is_some_and(|(v, _, _)| *v == doc.version);
             if !fresh {
-                let found = definitions(&path, &doc.rope.to_string());
-                cache.insert(uri.to_owned(), (doc.version, found));
+                let text: Arc<str> = Arc::from(doc.rope.to_string());
+                let found = definitions(&path, &text);
+                cache.insert(uri.to_owned(), (doc.version, found, text));
             }
-            if let Some((_, found)) = cache.get(uri) {
-                out.push((path, found.clone()));
+            if let Some((_, found, text)) = cache.get(uri) {
+                found_definitions.push((path.clone(), found.clone()));
+                texts.push((path, Arc::clone(text)));
             }
         }
-        out
+        (found_definitions, texts)
     }
 
     /// Indexes the workspace folders on disk on a thread of its own, then swaps the new index in;
