@@ -585,3 +585,136 @@ fn the_server_says_what_to_pull_when_the_model_file_is_missing() {
     assert!(text.contains("modelPath"), "{text}");
     c.shutdown();
 }
+
+/// `lmrs lsp ARGS` with the models folder and the hub given through the environment (no proxy).
+fn lsp_with_hub(models: &Path, hub: &FakeHub, args: &[&str]) -> common::LspClient {
+    let (models, endpoint) = (models.to_path_buf(), hub.endpoint());
+    common::LspClient::spawn_with(
+        args,
+        "warn",
+        std::process::Stdio::inherit(),
+        move |command| {
+            for var in [
+                "HTTPS_PROXY",
+                "https_proxy",
+                "HTTP_PROXY",
+                "http_proxy",
+                "ALL_PROXY",
+                "all_proxy",
+                "HF_TOKEN",
+            ] {
+                command.env_remove(var);
+            }
+            command
+                .env("LMRS_MODEL_DIR", models)
+                .env("HF_ENDPOINT", endpoint);
+        },
+    )
+}
+
+fn is_progress(m: &serde_json::Value, token_prefix: &str, kind: &str) -> bool {
+    m["method"] == "$/progress"
+        && m["params"]["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(token_prefix))
+        && m["params"]["value"]["kind"] == kind
+}
+
+#[test]
+fn with_auto_pull_the_server_downloads_a_missing_catalogue_model_then_completes() {
+    // An entry the catalogue does not pin, so the fake hub can serve a tiny model under its name.
+    let entry = lmrs_lsp::pull::catalogue::by_name("qwen2.5-coder:3b").unwrap();
+    assert!(entry.sha256.is_none() && entry.loadable());
+    let fake = FakeHub::start();
+    fake.state.lock().unwrap().redirect = true;
+    let bytes = tiny_gguf(6);
+    fake.add(&format!("{}/{}", entry.repo, entry.file), bytes.clone());
+    let models = temp_dir("auto-pull").join("models");
+    let path = models.join(entry.file);
+
+    let mut c = lsp_with_hub(&models, &fake, &["--threads", "1"]);
+    let options = serde_json::json!({"autoPull": true, "modelPath": path, "maxTokens": 4});
+    c.initialize(&["utf-16"], options);
+    let t = Duration::from_secs(60);
+    let begin = c.message(|m| is_progress(m, "lmrs/pull/", "begin"), t);
+    let title = begin["params"]["value"]["title"].as_str().unwrap();
+    assert!(title.contains("qwen2.5-coder:3b"), "{begin}");
+    assert_eq!(begin["params"]["value"]["percentage"], 0, "{begin}");
+    let end = c.wait_progress_end("lmrs/pull/", t);
+    assert!(
+        end["params"]["value"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("downloaded"),
+        "{end}"
+    );
+    let last_report = c
+        .backlog
+        .iter()
+        .rfind(|m| is_progress(m, "lmrs/pull/", "report"))
+        .cloned()
+        .expect("a progress report");
+    assert_eq!(
+        last_report["params"]["value"]["percentage"], 100,
+        "{last_report}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    c.wait_model_ready(t);
+    let uri = "file:///work/demo/auto.py";
+    c.open(uri, "python", "def add(a, b):\n    \n\nprint(add(1, 2))\n");
+    let items = c.inline_texts(uri, 1, 4);
+    assert_eq!(items.len(), 1, "a completion from the pulled model");
+    c.shutdown();
+    assert!(
+        fake.log().iter().any(|l| l.starts_with("GET /lfs/")),
+        "{:?}",
+        fake.log()
+    );
+    std::fs::remove_dir_all(models.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn without_auto_pull_nothing_is_downloaded_and_the_message_names_the_command() {
+    let fake = FakeHub::start();
+    let models = temp_dir("no-auto-pull").join("models");
+    let mut c = lsp_with_hub(&models, &fake, &[]);
+    c.initialize(&[], serde_json::json!(null));
+    let msg = c.notification("window/showMessage", Duration::from_secs(20));
+    let text = msg["params"]["message"].as_str().unwrap();
+    assert!(
+        text.contains("run `lmrs pull qwen2.5-coder:0.5b` to download it"),
+        "{text}"
+    );
+    c.shutdown();
+    assert!(fake.log().is_empty(), "{:?}", fake.log());
+    assert!(!models.exists());
+    std::fs::remove_dir_all(models.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn a_failed_auto_pull_is_shown_with_its_reason_and_the_command() {
+    // The default model's name on the hub, but another file than the catalogue pins.
+    let entry = &lmrs_lsp::pull::catalogue::CATALOGUE[0];
+    let fake = FakeHub::start();
+    fake.add(&format!("{}/{}", entry.repo, entry.file), tiny_gguf(7));
+    let models = temp_dir("auto-pull-fails").join("models");
+    let mut c = lsp_with_hub(&models, &fake, &["--auto-pull"]);
+    c.initialize(&[], serde_json::json!(null));
+    let msg = c.notification("window/showMessage", Duration::from_secs(20));
+    let text = msg["params"]["message"].as_str().unwrap();
+    assert!(
+        text.contains("downloading qwen2.5-coder:0.5b failed")
+            && text.contains("the catalogue pins")
+            && text.contains("run `lmrs pull qwen2.5-coder:0.5b`"),
+        "{text}"
+    );
+    let end = c.wait_progress_end("lmrs/pull/", Duration::from_secs(5));
+    assert!(end["params"]["value"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("failed"));
+    c.shutdown();
+    assert!(!models.join(entry.file).exists());
+    assert!(!part_path(&models.join(entry.file)).exists());
+    std::fs::remove_dir_all(models.parent().unwrap()).unwrap();
+}
