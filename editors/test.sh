@@ -35,7 +35,7 @@ run() {
   local t0=$SECONDS
   if timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1; then
     pass "$name"
-    grep -E '^(ok|not ok|\[nvim-e2e\]|ghost text|   passed|#|helix replay)' "$log" | head -20 | sed 's/^/    /'
+    grep -E '^(ok|not ok|\[nvim-e2e\]|\[nvim-find\]|ghost text|   passed|#|helix replay)' "$log" | head -20 | sed 's/^/    /'
   else
     local rc=$?
     [[ $rc == 124 || $rc == 137 ]] && fail "$name" "timed out after ${limit}s" || fail "$name" "exit $rc"
@@ -85,6 +85,9 @@ if want nvim; then
     run nvim 200 env XDG_STATE_HOME="$OUT/nvim-state" XDG_CACHE_HOME="$OUT/nvim-cache" \
       nvim --headless -u NONE -i NONE --cmd "set rtp^=$EDITORS/nvim" -c 'filetype on' \
       -c "luafile $EDITORS/nvim/test/e2e.lua"
+    # Finding the server binary (PATH, ~/.cargo/bin, server_path) and saying when it is missing.
+    run nvim-find 60 nvim --headless -u NONE -i NONE --cmd "set rtp^=$EDITORS/nvim" \
+      -c "luafile $EDITORS/nvim/test/find_server.lua"
   else
     skip nvim "neovim could not be installed (see $OUT/apt.log)"
   fi
@@ -95,7 +98,7 @@ if want emacs; then
   if apt_install emacs-nox elpa-eglot && command -v emacs >/dev/null; then
     apt_install elpa-lsp-mode || echo "--- elpa-lsp-mode not installable: its test will be skipped"
     run emacs 400 emacs --batch -Q -L "$EDITORS/emacs" -l "$EDITORS/emacs/test/lmrs-e2e-test.el" \
-      -f ert-run-tests-batch-and-exit
+      -l "$EDITORS/emacs/test/lmrs-find-test.el" -f ert-run-tests-batch-and-exit
   else
     skip emacs "emacs-nox/elpa-eglot could not be installed (see $OUT/apt.log)"
   fi
