@@ -112,7 +112,7 @@ class StatusFeature implements StaticFeature {
 }
 
 function createClient(binary: string): LanguageClient {
-  const server: ServerOptions = {
+  const exec: ServerOptions = {
     command: binary,
     args: ['lsp'],
     options: { env: { ...process.env, LMRS_LOG: settings.logLevel } },
@@ -126,7 +126,7 @@ function createClient(binary: string): LanguageClient {
     // Restarts are ours (lmrs.restart); don't pop the client's own dialogs on crashes.
     connectionOptions: { maxRestartCount: 2 },
   };
-  const c = new LanguageClient('lmrs', 'lmrs', server, options);
+  const c = new LanguageClient('lmrs', 'lmrs', exec, options);
   c.registerFeature(new StatusFeature(c));
   c.onDidChangeState((e) => {
     if (e.newState === ClientState.Stopped) status.stopped();
