@@ -6,7 +6,8 @@
 # Installs what it needs (Debian packages, npm packages) if missing, so it runs on a fresh machine.
 # An editor that cannot be installed is skipped with the reason; an editor that runs and misbehaves
 # fails. Prints `N passed, M failed, K skipped` last and exits non-zero on any failure.
-# Select tests with LMRS_EDITOR_TESTS="nvim emacs helix vscode vscode-e2e" (default: all).
+# Select tests with LMRS_EDITOR_TESTS="nvim emacs helix vscode vscode-e2e" (default: all; vscode-e2e
+# also runs the platform .vsix with its bundled server).
 
 set -uo pipefail
 
@@ -120,6 +121,15 @@ if want vscode || want vscode-e2e; then
     run vscode-unit 180 bash -c "cd '$EDITORS/vscode' && npm test --silent"
     rm -f "$VSIX"
     run vscode-package 180 bash -c "cd '$EDITORS/vscode' && npx --no-install vsce package --allow-missing-repository --out lmrs.vsix < /dev/null"
+    # The per-platform .vsix with the server inside (this machine's platform, when it is one).
+    PLATFORM_VSIX=$OUT/lmrs-platform.vsix
+    case $(uname -sm) in
+      "Linux x86_64") PLATFORM=linux-x64 ;; "Linux aarch64") PLATFORM=linux-arm64 ;;
+      "Darwin x86_64") PLATFORM=darwin-x64 ;; "Darwin arm64") PLATFORM=darwin-arm64 ;; *) PLATFORM= ;;
+    esac
+    if [[ -n $PLATFORM ]]; then
+      run vscode-package-platform 180 "$EDITORS/vscode/scripts/package-platform.sh" "$PLATFORM" "$LMRS_BIN" "$PLATFORM_VSIX"
+    fi
   else
     skip vscode "npm install failed (see $OUT/npm.log)"
   fi
@@ -138,6 +148,14 @@ if want vscode-e2e; then
     skip vscode-e2e "code-server/playwright-core could not be installed: $(grep -iE 'error|ERR!' "$OUT/npm.log" | head -3 | tr '\n' ' ')(log: $OUT/npm.log)"
   else
     run vscode-e2e 300 node "$EDITORS/vscode/e2e/run.mjs" --vsix "$VSIX" --out "$OUT/vscode-e2e"
+    # The platform .vsix, no lmrs.serverPath: the extension must start its bundled server.
+    if [[ ! -f ${PLATFORM_VSIX:-} ]]; then
+      skip vscode-e2e-bundled "no platform .vsix for $(uname -sm)"
+    elif command -v lmrs >/dev/null || [[ -e $HOME/.cargo/bin/lmrs ]]; then
+      skip vscode-e2e-bundled "an lmrs on PATH or in ~/.cargo/bin would hide which binary starts"
+    else
+      run vscode-e2e-bundled 300 node "$EDITORS/vscode/e2e/run.mjs" --bundled --vsix "$PLATFORM_VSIX" --out "$OUT/vscode-e2e-bundled"
+    fi
   fi
 fi
 
