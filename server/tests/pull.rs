@@ -718,3 +718,83 @@ fn a_failed_auto_pull_is_shown_with_its_reason_and_the_command() {
     assert!(!part_path(&models.join(entry.file)).exists());
     std::fs::remove_dir_all(models.parent().unwrap()).unwrap();
 }
+
+/// A hub whose file (any path) never finishes arriving: HEAD announces 10 MB with the default
+/// model's sha256, GET sends 1000 bytes and then holds the connection open until the returned
+/// sender is dropped.
+fn stalling_hub() -> (String, std::sync::mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+            }
+            // The default model's pinned sha256, so the download goes ahead.
+            let pinned = lmrs_lsp::pull::catalogue::CATALOGUE[0].sha256.unwrap();
+            let etag = format!("\"{pinned}\"");
+            let headers = [("ETag", etag.as_str()), ("Content-Length", "10000000")];
+            let _ = write_head(&mut stream, "200 OK", &headers);
+            if request_line.starts_with("GET") {
+                let _ = stream.write_all(&[0u8; 1000]);
+                let _ = stream.flush();
+                held.push(stream);
+                // Until the test is over: the download waits for the rest.
+                let _ = released.recv();
+                break;
+            }
+        }
+    });
+    (endpoint, release)
+}
+
+#[test]
+fn the_server_exits_at_once_while_an_auto_pull_is_still_downloading() {
+    let (endpoint, _release) = stalling_hub();
+    let models = temp_dir("auto-pull-exit").join("models");
+    let mut c = common::LspClient::spawn_with(
+        &["--auto-pull"],
+        "warn",
+        std::process::Stdio::inherit(),
+        |command| {
+            command
+                .env("LMRS_MODEL_DIR", &models)
+                .env("HF_ENDPOINT", &endpoint)
+                .env_remove("HF_TOKEN");
+            for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+                command.env_remove(var);
+            }
+        },
+    );
+    c.initialize(&[], serde_json::json!(null));
+    c.message(
+        |m| is_progress(m, "lmrs/pull/", "begin"),
+        Duration::from_secs(20),
+    );
+    // Some bytes arrived: the download is under way.
+    let part = part_path(&models.join(lmrs_lsp::pull::catalogue::CATALOGUE[0].file));
+    let started = std::time::Instant::now();
+    while !part.exists() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(part.exists(), "the download started");
+    let before_exit = std::time::Instant::now();
+    c.shutdown();
+    assert!(
+        before_exit.elapsed() < Duration::from_secs(5),
+        "exit waited {:?} for the download",
+        before_exit.elapsed()
+    );
+    // What arrived stays for `lmrs pull` (or the next start) to resume.
+    assert!(part.exists());
+    std::fs::remove_dir_all(models.parent().unwrap()).unwrap();
+}

@@ -212,7 +212,7 @@ impl Backend {
         });
     }
 
-    /// `autoPull`: downloads the catalogue model `entry` to `path` on a blocking thread (as
+    /// `autoPull`: downloads the catalogue model `entry` to `path` on a thread of its own (as
     /// `lmrs pull` does), with its percentage as `$/progress`, then loads it if the configuration
     /// still names it. A failed download is shown with its reason and the `lmrs pull` to run.
     /// Completions answer empty meanwhile. One download per file at a time: a load asked for while
@@ -231,27 +231,37 @@ impl Backend {
         info!(model = entry.name, path = %path.display(), "autoPull: downloading the model");
         // Whole percents (or megabytes when the size is unknown) as they change.
         let (report, mut reports) = tokio::sync::mpsc::unbounded_channel::<(u32, String)>();
-        let download = {
+        // A thread of its own, not `spawn_blocking`: the runtime's end waits for its blocking
+        // tasks, so the server would outlive the editor until the download is over. When the
+        // server exits, what arrived stays in `FILE.part` for the next try to resume.
+        let (done, download) = tokio::sync::oneshot::channel();
+        let spawned = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || {
-                const MB: u64 = 1_000_000;
-                let mut last = None;
-                crate::pull::pull_entry(entry, &path, &mut |p| {
-                    let (step, percent, message) = match p.total {
-                        Some(total) if total > 0 => {
-                            let percent = p.done.min(total) * 100 / total;
-                            let of = format!("{} of {} MB", p.done / MB, total / MB);
-                            (percent, percent as u32, of)
+            std::thread::Builder::new()
+                .name("lmrs-pull".into())
+                .spawn(move || {
+                    const MB: u64 = 1_000_000;
+                    let mut last = None;
+                    let result = crate::pull::pull_entry(entry, &path, &mut |p| {
+                        let (step, percent, message) = match p.total {
+                            Some(total) if total > 0 => {
+                                let percent = p.done.min(total) * 100 / total;
+                                let of = format!("{} of {} MB", p.done / MB, total / MB);
+                                (percent, percent as u32, of)
+                            }
+                            _ => (p.done / MB, 0, format!("{} MB", p.done / MB)),
+                        };
+                        if last != Some(step) {
+                            last = Some(step);
+                            let _ = report.send((percent, message));
                         }
-                        _ => (p.done / MB, 0, format!("{} MB", p.done / MB)),
-                    };
-                    if last != Some(step) {
-                        last = Some(step);
-                        let _ = report.send((percent, message));
-                    }
+                    });
+                    let _ = done.send(result);
                 })
-            })
         };
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start the download thread");
+        }
         tokio::spawn(async move {
             let progress = if *lock(&shared.progress_supported) {
                 let token = ProgressToken::String(format!("lmrs/pull/{seq}"));
@@ -282,7 +292,7 @@ impl Backend {
                     None
                 }
                 Ok(Err(e)) => Some(report::describe(&e, ": ")),
-                Err(e) => Some(format!("the download thread failed: {e}")),
+                Err(_) => Some("the download thread stopped".to_string()),
             };
             let message = match &failure {
                 None => format!("lmrs: {} downloaded", entry.name),
