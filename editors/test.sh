@@ -6,7 +6,8 @@
 # Installs what it needs (Debian packages, npm packages) if missing, so it runs on a fresh machine.
 # An editor that cannot be installed is skipped with the reason; an editor that runs and misbehaves
 # fails. Prints `N passed, M failed, K skipped` last and exits non-zero on any failure.
-# Select tests with LMRS_EDITOR_TESTS="nvim emacs helix vscode vscode-e2e" (default: all).
+# Select tests with LMRS_EDITOR_TESTS="nvim emacs helix vscode vscode-e2e" (default: all; vscode-e2e
+# also runs the platform .vsix with its bundled server).
 
 set -uo pipefail
 
@@ -35,7 +36,7 @@ run() {
   local t0=$SECONDS
   if timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1; then
     pass "$name"
-    grep -E '^(ok|not ok|\[nvim-e2e\]|ghost text|   passed|#|helix replay)' "$log" | head -20 | sed 's/^/    /'
+    grep -E '^(ok|not ok|\[nvim-e2e\]|\[nvim-find\]|ghost text|   passed|#|helix replay)' "$log" | head -20 | sed 's/^/    /'
   else
     local rc=$?
     [[ $rc == 124 || $rc == 137 ]] && fail "$name" "timed out after ${limit}s" || fail "$name" "exit $rc"
@@ -85,6 +86,9 @@ if want nvim; then
     run nvim 200 env XDG_STATE_HOME="$OUT/nvim-state" XDG_CACHE_HOME="$OUT/nvim-cache" \
       nvim --headless -u NONE -i NONE --cmd "set rtp^=$EDITORS/nvim" -c 'filetype on' \
       -c "luafile $EDITORS/nvim/test/e2e.lua"
+    # Finding the server binary (PATH, ~/.cargo/bin, server_path) and saying when it is missing.
+    run nvim-find 60 nvim --headless -u NONE -i NONE --cmd "set rtp^=$EDITORS/nvim" \
+      -c "luafile $EDITORS/nvim/test/find_server.lua"
   else
     skip nvim "neovim could not be installed (see $OUT/apt.log)"
   fi
@@ -95,7 +99,7 @@ if want emacs; then
   if apt_install emacs-nox elpa-eglot && command -v emacs >/dev/null; then
     apt_install elpa-lsp-mode || echo "--- elpa-lsp-mode not installable: its test will be skipped"
     run emacs 400 emacs --batch -Q -L "$EDITORS/emacs" -l "$EDITORS/emacs/test/lmrs-e2e-test.el" \
-      -f ert-run-tests-batch-and-exit
+      -l "$EDITORS/emacs/test/lmrs-find-test.el" -f ert-run-tests-batch-and-exit
   else
     skip emacs "emacs-nox/elpa-eglot could not be installed (see $OUT/apt.log)"
   fi
@@ -117,6 +121,15 @@ if want vscode || want vscode-e2e; then
     run vscode-unit 180 bash -c "cd '$EDITORS/vscode' && npm test --silent"
     rm -f "$VSIX"
     run vscode-package 180 bash -c "cd '$EDITORS/vscode' && npx --no-install vsce package --allow-missing-repository --out lmrs.vsix < /dev/null"
+    # The per-platform .vsix with the server inside (this machine's platform, when it is one).
+    PLATFORM_VSIX=$OUT/lmrs-platform.vsix
+    case $(uname -sm) in
+      "Linux x86_64") PLATFORM=linux-x64 ;; "Linux aarch64") PLATFORM=linux-arm64 ;;
+      "Darwin x86_64") PLATFORM=darwin-x64 ;; "Darwin arm64") PLATFORM=darwin-arm64 ;; *) PLATFORM= ;;
+    esac
+    if [[ -n $PLATFORM ]]; then
+      run vscode-package-platform 180 "$EDITORS/vscode/scripts/package-platform.sh" "$PLATFORM" "$LMRS_BIN" "$PLATFORM_VSIX"
+    fi
   else
     skip vscode "npm install failed (see $OUT/npm.log)"
   fi
@@ -135,6 +148,14 @@ if want vscode-e2e; then
     skip vscode-e2e "code-server/playwright-core could not be installed: $(grep -iE 'error|ERR!' "$OUT/npm.log" | head -3 | tr '\n' ' ')(log: $OUT/npm.log)"
   else
     run vscode-e2e 300 node "$EDITORS/vscode/e2e/run.mjs" --vsix "$VSIX" --out "$OUT/vscode-e2e"
+    # The platform .vsix, no lmrs.serverPath: the extension must start its bundled server.
+    if [[ ! -f ${PLATFORM_VSIX:-} ]]; then
+      skip vscode-e2e-bundled "no platform .vsix for $(uname -sm)"
+    elif command -v lmrs >/dev/null || [[ -e $HOME/.cargo/bin/lmrs ]]; then
+      skip vscode-e2e-bundled "an lmrs on PATH or in ~/.cargo/bin would hide which binary starts"
+    else
+      run vscode-e2e-bundled 300 node "$EDITORS/vscode/e2e/run.mjs" --bundled --vsix "$PLATFORM_VSIX" --out "$OUT/vscode-e2e-bundled"
+    fi
   fi
 fi
 

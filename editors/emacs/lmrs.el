@@ -35,9 +35,38 @@
   :group 'tools
   :prefix "lmrs-")
 
-(defcustom lmrs-server-command '("lmrs" "lsp")
-  "Command that starts the language server."
-  :type '(repeat string))
+(defcustom lmrs-server-command nil
+  "Command that starts the language server, e.g. (\"/opt/lmrs/bin/lmrs\" \"lsp\").
+nil: `lmrs lsp' with the lmrs found on `exec-path', else ~/.cargo/bin/lmrs (where
+`cargo install' puts it, often not on an editor's PATH)."
+  :type '(choice (const :tag "Find lmrs" nil) (repeat string)))
+
+(defconst lmrs-install-hint
+  "`cargo install --locked --path server' in a checkout of lmrs (or `cargo install --locked --git <lmrs repository URL> lmrs-lsp')"
+  "How to install the server binary.")
+
+(defun lmrs-find-server ()
+  "The lmrs executable: on `exec-path', else ~/.cargo/bin/lmrs; nil when neither exists."
+  (or (executable-find "lmrs")
+      (let ((cargo (expand-file-name ".cargo/bin/lmrs" (or (getenv "HOME") "~"))))
+        (and (file-executable-p cargo) (not (file-directory-p cargo)) cargo))))
+
+(defun lmrs--missing-server-message ()
+  (concat "lmrs: the server binary was not found (not on exec-path, not in ~/.cargo/bin). "
+          "Install it with " lmrs-install-hint ", or set `lmrs-server-command'."))
+
+(defvar lmrs--missing-reported nil
+  "Whether the missing server binary was reported (lsp-mode asks for it often).")
+
+(defun lmrs-server-command ()
+  "The command that starts the server: `lmrs-server-command' when set, else the found lmrs.
+Signals a `user-error' that says how to install lmrs when there is none."
+  (or lmrs-server-command
+      (let ((found (lmrs-find-server)))
+        (if found
+            (list found "lsp")
+          (lmrs--set-status 'error (lmrs--missing-server-message))
+          (user-error "%s" (lmrs--missing-server-message))))))
 
 (defcustom lmrs-model-path nil
   "GGUF model file; nil uses the server's default location."
@@ -81,14 +110,24 @@
   (force-mode-line-update t))
 
 (defun lmrs--on-progress (token value)
-  "Track the model-load progress the server reports under TOKEN with VALUE."
-  (when (and (stringp token) (string-prefix-p "lmrs/" token))
-    (let ((kind (plist-get value :kind))
-          (msg (or (plist-get value :message) "")))
+  "Track the model's progress the server reports under TOKEN with VALUE.
+Only loading it (lmrs/load/N) and downloading it (lmrs/pull/N, the server's autoPull) count;
+the workspace index's progress says nothing about the model."
+  (when (and (stringp token)
+             (or (string-prefix-p "lmrs/load/" token) (string-prefix-p "lmrs/pull/" token)))
+    (let* ((kind (plist-get value :kind))
+           (pct (plist-get value :percentage))
+           (msg (concat (or (plist-get value :message) "")
+                        (if (numberp pct) (format " (%d%%)" pct) ""))))
       (pcase kind
         ("begin" (lmrs--set-status 'loading msg))
-        ;; The load ends with "lmrs: model ready (...)" or with the error.
-        ("end" (lmrs--set-status (if (string-match-p "ready" msg) 'ready 'error) msg))))))
+        ("report" (lmrs--set-status 'loading msg))
+        ;; The load ends with "lmrs: model ready (...)" or with the error; a download with
+        ;; "lmrs: NAME downloaded" (the load follows) or with the error.
+        ("end" (lmrs--set-status (cond ((string-match-p "ready" msg) 'ready)
+                                       ((string-match-p "downloaded\\'" msg) 'loading)
+                                       (t 'error))
+                                 msg))))))
 
 (with-eval-after-load 'eglot
   ;; A server class of our own lets us add what eglot (before 1.12) lacks: work-done progress, so
@@ -120,7 +159,7 @@
 
 (defun lmrs-eglot-contact (&optional _interactive)
   "The eglot contact for lmrs (a function, so options are read when the server starts)."
-  `(lmrs-eglot-server ,@lmrs-server-command
+  `(lmrs-eglot-server ,@(lmrs-server-command)
                       :initializationOptions ,(or (lmrs--initialization-options)
                                                   ;; an empty JSON object, not null
                                                   (make-hash-table))))
@@ -141,7 +180,16 @@ MODES lmrs is added last, for `prog-mode' buffers that have no other server."
   (when (fboundp 'lsp-register-client)
     (lsp-register-client
      (make-lsp-client
-      :new-connection (lsp-stdio-connection (lambda () lmrs-server-command))
+      :new-connection (lsp-stdio-connection
+                       (lambda () (lmrs-server-command))
+                       ;; No binary: lsp-mode leaves lmrs out (once said why) instead of failing.
+                       (lambda ()
+                         (or lmrs-server-command
+                             (lmrs-find-server)
+                             (progn (unless lmrs--missing-reported
+                                      (setq lmrs--missing-reported t)
+                                      (message "%s" (lmrs--missing-server-message)))
+                                    nil))))
       :activation-fn (lambda (&rest _) (not (lmrs--disabled-p)))
       :add-on? t
       :priority -2

@@ -119,6 +119,10 @@ pub(crate) struct Config {
     /// prompt at its end while the editor debounces its request. Both only use time no request
     /// needs (a request stops them at once). Default true.
     pub(crate) prefetch_next: bool,
+    /// When the model file to load does not exist and is the default model or a catalogue model's
+    /// file in [`models_dir`], download it (as `lmrs pull` would, with `$/progress` in the editor)
+    /// and then load it. Default false: the server says which `lmrs pull` to run instead.
+    pub(crate) auto_pull: bool,
 }
 
 impl Default for Config {
@@ -150,6 +154,7 @@ impl Default for Config {
             languages: BTreeMap::new(),
             cache_size: 256,
             prefetch_next: true,
+            auto_pull: false,
         }
     }
 }
@@ -307,6 +312,8 @@ mod tests {
         assert_eq!(c.merged(&json!(null)).unwrap(), c);
         assert!(c.merged(&json!({"maxTokens": "many"})).is_err());
         assert!(c.merged(&json!({"noSuchOption": 1})).is_err());
+        assert!(!c.auto_pull);
+        assert!(c.merged(&json!({"autoPull": true})).unwrap().auto_pull);
     }
 
     #[test]

@@ -585,3 +585,216 @@ fn the_server_says_what_to_pull_when_the_model_file_is_missing() {
     assert!(text.contains("modelPath"), "{text}");
     c.shutdown();
 }
+
+/// `lmrs lsp ARGS` with the models folder and the hub given through the environment (no proxy).
+fn lsp_with_hub(models: &Path, hub: &FakeHub, args: &[&str]) -> common::LspClient {
+    let (models, endpoint) = (models.to_path_buf(), hub.endpoint());
+    common::LspClient::spawn_with(
+        args,
+        "warn",
+        std::process::Stdio::inherit(),
+        move |command| {
+            for var in [
+                "HTTPS_PROXY",
+                "https_proxy",
+                "HTTP_PROXY",
+                "http_proxy",
+                "ALL_PROXY",
+                "all_proxy",
+                "HF_TOKEN",
+            ] {
+                command.env_remove(var);
+            }
+            command
+                .env("LMRS_MODEL_DIR", models)
+                .env("HF_ENDPOINT", endpoint);
+        },
+    )
+}
+
+fn is_progress(m: &serde_json::Value, token_prefix: &str, kind: &str) -> bool {
+    m["method"] == "$/progress"
+        && m["params"]["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(token_prefix))
+        && m["params"]["value"]["kind"] == kind
+}
+
+#[test]
+fn with_auto_pull_the_server_downloads_a_missing_catalogue_model_then_completes() {
+    // An entry the catalogue does not pin, so the fake hub can serve a tiny model under its name.
+    let entry = lmrs_lsp::pull::catalogue::by_name("qwen2.5-coder:3b").unwrap();
+    assert!(entry.sha256.is_none() && entry.loadable());
+    let fake = FakeHub::start();
+    fake.state.lock().unwrap().redirect = true;
+    let bytes = tiny_gguf(6);
+    fake.add(&format!("{}/{}", entry.repo, entry.file), bytes.clone());
+    let models = temp_dir("auto-pull").join("models");
+    let path = models.join(entry.file);
+
+    let mut c = lsp_with_hub(&models, &fake, &["--threads", "1"]);
+    let options = serde_json::json!({"autoPull": true, "modelPath": path, "maxTokens": 4});
+    c.initialize(&["utf-16"], options);
+    let t = Duration::from_secs(60);
+    let begin = c.message(|m| is_progress(m, "lmrs/pull/", "begin"), t);
+    let title = begin["params"]["value"]["title"].as_str().unwrap();
+    assert!(title.contains("qwen2.5-coder:3b"), "{begin}");
+    assert_eq!(begin["params"]["value"]["percentage"], 0, "{begin}");
+    let end = c.wait_progress_end("lmrs/pull/", t);
+    assert!(
+        end["params"]["value"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("downloaded"),
+        "{end}"
+    );
+    let last_report = c
+        .backlog
+        .iter()
+        .rfind(|m| is_progress(m, "lmrs/pull/", "report"))
+        .cloned()
+        .expect("a progress report");
+    assert_eq!(
+        last_report["params"]["value"]["percentage"], 100,
+        "{last_report}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    c.wait_model_ready(t);
+    let uri = "file:///work/demo/auto.py";
+    c.open(uri, "python", "def add(a, b):\n    \n\nprint(add(1, 2))\n");
+    let items = c.inline_texts(uri, 1, 4);
+    assert_eq!(items.len(), 1, "a completion from the pulled model");
+    c.shutdown();
+    assert!(
+        fake.log().iter().any(|l| l.starts_with("GET /lfs/")),
+        "{:?}",
+        fake.log()
+    );
+    std::fs::remove_dir_all(models.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn without_auto_pull_nothing_is_downloaded_and_the_message_names_the_command() {
+    let fake = FakeHub::start();
+    let models = temp_dir("no-auto-pull").join("models");
+    let mut c = lsp_with_hub(&models, &fake, &[]);
+    c.initialize(&[], serde_json::json!(null));
+    let msg = c.notification("window/showMessage", Duration::from_secs(20));
+    let text = msg["params"]["message"].as_str().unwrap();
+    assert!(
+        text.contains("run `lmrs pull qwen2.5-coder:0.5b` to download it"),
+        "{text}"
+    );
+    c.shutdown();
+    assert!(fake.log().is_empty(), "{:?}", fake.log());
+    assert!(!models.exists());
+    std::fs::remove_dir_all(models.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn a_failed_auto_pull_is_shown_with_its_reason_and_the_command() {
+    // The default model's name on the hub, but another file than the catalogue pins.
+    let entry = &lmrs_lsp::pull::catalogue::CATALOGUE[0];
+    let fake = FakeHub::start();
+    fake.add(&format!("{}/{}", entry.repo, entry.file), tiny_gguf(7));
+    let models = temp_dir("auto-pull-fails").join("models");
+    let mut c = lsp_with_hub(&models, &fake, &["--auto-pull"]);
+    c.initialize(&[], serde_json::json!(null));
+    let msg = c.notification("window/showMessage", Duration::from_secs(20));
+    let text = msg["params"]["message"].as_str().unwrap();
+    assert!(
+        text.contains("downloading qwen2.5-coder:0.5b failed")
+            && text.contains("the catalogue pins")
+            && text.contains("run `lmrs pull qwen2.5-coder:0.5b`"),
+        "{text}"
+    );
+    let end = c.wait_progress_end("lmrs/pull/", Duration::from_secs(5));
+    assert!(end["params"]["value"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("failed"));
+    c.shutdown();
+    assert!(!models.join(entry.file).exists());
+    assert!(!part_path(&models.join(entry.file)).exists());
+    std::fs::remove_dir_all(models.parent().unwrap()).unwrap();
+}
+
+/// A hub whose file (any path) never finishes arriving: HEAD announces 10 MB with the default
+/// model's sha256, GET sends 1000 bytes and then holds the connection open until the returned
+/// sender is dropped.
+fn stalling_hub() -> (String, std::sync::mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+            }
+            // The default model's pinned sha256, so the download goes ahead.
+            let pinned = lmrs_lsp::pull::catalogue::CATALOGUE[0].sha256.unwrap();
+            let etag = format!("\"{pinned}\"");
+            let headers = [("ETag", etag.as_str()), ("Content-Length", "10000000")];
+            let _ = write_head(&mut stream, "200 OK", &headers);
+            if request_line.starts_with("GET") {
+                let _ = stream.write_all(&[0u8; 1000]);
+                let _ = stream.flush();
+                held.push(stream);
+                // Until the test is over: the download waits for the rest.
+                let _ = released.recv();
+                break;
+            }
+        }
+    });
+    (endpoint, release)
+}
+
+#[test]
+fn the_server_exits_at_once_while_an_auto_pull_is_still_downloading() {
+    let (endpoint, _release) = stalling_hub();
+    let models = temp_dir("auto-pull-exit").join("models");
+    let mut c = common::LspClient::spawn_with(
+        &["--auto-pull"],
+        "warn",
+        std::process::Stdio::inherit(),
+        |command| {
+            command
+                .env("LMRS_MODEL_DIR", &models)
+                .env("HF_ENDPOINT", &endpoint)
+                .env_remove("HF_TOKEN");
+            for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+                command.env_remove(var);
+            }
+        },
+    );
+    c.initialize(&[], serde_json::json!(null));
+    c.message(
+        |m| is_progress(m, "lmrs/pull/", "begin"),
+        Duration::from_secs(20),
+    );
+    // Some bytes arrived: the download is under way.
+    let part = part_path(&models.join(lmrs_lsp::pull::catalogue::CATALOGUE[0].file));
+    let started = std::time::Instant::now();
+    while !part.exists() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(part.exists(), "the download started");
+    let before_exit = std::time::Instant::now();
+    c.shutdown();
+    assert!(
+        before_exit.elapsed() < Duration::from_secs(5),
+        "exit waited {:?} for the download",
+        before_exit.elapsed()
+    );
+    // What arrived stays for `lmrs pull` (or the next start) to resume.
+    assert!(part.exists());
+    std::fs::remove_dir_all(models.parent().unwrap()).unwrap();
+}

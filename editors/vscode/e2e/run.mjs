@@ -3,6 +3,9 @@
 //
 //   LMRS_BIN=... LMRS_MODEL=... node editors/vscode/e2e/run.mjs --vsix editors/vscode/lmrs.vsix [--out DIR]
 //
+// With --bundled the .vsix is a platform one (scripts/package-platform.sh) and lmrs.serverPath is
+// left unset: with no lmrs on PATH nor in ~/.cargo/bin, the server that answers is the bundled one.
+//
 // Installs the .vsix into a fresh profile, opens a Python file, types, waits for the ghost text and
 // the status bar's "ready", presses Tab, saves, and checks the file on disk.
 
@@ -27,6 +30,13 @@ const model = process.env.LMRS_MODEL;
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const codeServer = join(here, 'node_modules', '.bin', 'code-server');
 assert.ok(bin && model, 'LMRS_BIN and LMRS_MODEL must be set');
+const bundled = process.argv.includes('--bundled');
+if (bundled) {
+  const onPath = spawnSync('sh', ['-c', 'command -v lmrs'], { encoding: 'utf8' }).stdout.trim();
+  const cargo = join(process.env.HOME ?? '/nonexistent', '.cargo', 'bin', 'lmrs');
+  assert.ok(!onPath, `--bundled: an lmrs on PATH (${onPath}) would hide whether the bundled one is used`);
+  assert.ok(spawnSync('test', ['-e', cargo]).status !== 0, `--bundled: ${cargo} would hide whether the bundled one is used`);
+}
 mkdirSync(out, { recursive: true });
 
 const log = (m) => console.log(`[vscode-e2e] ${m}`);
@@ -53,7 +63,7 @@ writeFileSync(
   join(userData, 'User', 'settings.json'),
   JSON.stringify(
     {
-      'lmrs.serverPath': bin,
+      ...(bundled ? {} : { 'lmrs.serverPath': bin }),
       'lmrs.modelPath': model,
       'lmrs.threads': 2,
       'lmrs.maxTokens': 24,

@@ -11,17 +11,20 @@ export interface Settings {
   maxTokens: number;
   serverOptions: Record<string, unknown>;
   logLevel: string;
+  autoPull: boolean;
 }
 
 export const DEFAULTS: Settings = {
   enable: true,
   languages: { '*': true, plaintext: false, markdown: false, scminput: false },
-  serverPath: 'lmrs',
+  // Empty: the bundled binary, else `lmrs` on PATH, else ~/.cargo/bin/lmrs (see server.ts).
+  serverPath: '',
   modelPath: '',
   threads: 0,
   maxTokens: 0,
   serverOptions: {},
   logLevel: 'info',
+  autoPull: false,
 };
 
 /** Reads settings through `get(key, default)` (a WorkspaceConfiguration in the extension). */
@@ -46,6 +49,7 @@ export function serverOptions(s: Settings, home?: string): Record<string, unknow
   if (s.modelPath) o.modelPath = expandHome(s.modelPath, home);
   if (s.threads > 0) o.threads = s.threads;
   if (s.maxTokens > 0) o.maxTokens = s.maxTokens;
+  if (s.autoPull) o.autoPull = true;
   // The server also gates by language id; send the explicit switches (not the "*" default).
   const langs: Record<string, boolean> = {};
   for (const [k, v] of Object.entries(s.languages ?? {})) if (k !== '*') langs[k] = v;

@@ -1,18 +1,28 @@
 // The status bar's state machine, fed by the server's `$/progress`, `window/showMessage` and our own
 // requests. No `vscode` import: unit-tested under plain Node.
 
+import { pullNameOf } from './server';
+
 export type State = 'starting' | 'loading' | 'ready' | 'busy' | 'error' | 'disabled' | 'stopped';
 
 export interface View {
   text: string;
   tooltip: string;
   error: boolean;
+  /** The model to offer `lmrs pull` for (the server said it is missing), if any. */
+  pull?: string;
 }
 
 export interface ProgressValue {
   kind: 'begin' | 'report' | 'end';
   title?: string;
   message?: string;
+  percentage?: number;
+}
+
+/** Whether a `$/progress` token is about the model (loading it, or downloading it with autoPull). */
+export function isModelToken(token: string | number): boolean {
+  return typeof token === 'string' && (token.startsWith('lmrs/load/') || token.startsWith('lmrs/pull/'));
 }
 
 export class StatusModel {
@@ -20,6 +30,8 @@ export class StatusModel {
   private inflight = 0;
   private enabled = true;
   message = '';
+  /** The catalogue name of a missing model the server told us to `lmrs pull`. */
+  pullName: string | undefined;
   private listeners: Array<() => void> = [];
 
   onChange(f: () => void): void {
@@ -44,6 +56,7 @@ export class StatusModel {
   starting(): void {
     this.base = 'starting';
     this.inflight = 0;
+    this.pullName = undefined;
     this.message = 'starting the server';
     this.changed();
   }
@@ -55,18 +68,26 @@ export class StatusModel {
     this.changed();
   }
 
-  /** A `$/progress` value for the server's model-load token. */
-  progress(v: ProgressValue): void {
+  /**
+   * A `$/progress` value of `token`; only the model's tokens (loading, downloading) change the
+   * state (the workspace index's progress is not about the model).
+   */
+  progress(v: ProgressValue, token: string | number = 'lmrs/load/'): void {
+    if (!isModelToken(token)) return;
+    const pct = typeof v.percentage === 'number' ? ` (${v.percentage}%)` : '';
     if (v.kind === 'begin') {
       this.base = 'loading';
-      this.message = [v.title, v.message].filter(Boolean).join(': ');
+      this.pullName = undefined;
+      this.message = [v.title, v.message].filter(Boolean).join(': ') + pct;
     } else if (v.kind === 'report') {
-      if (v.message) this.message = v.message;
+      if (v.message || pct) this.message = (v.message ?? this.message) + pct;
     } else {
-      // The server ends the load with "lmrs: model ready (...)" or with the error.
+      // The server ends the load with "lmrs: model ready (...)" or with the error, and a download
+      // with "lmrs: NAME downloaded" (the load follows) or with the error.
       const msg = v.message ?? '';
-      this.base = /\bready\b/.test(msg) ? 'ready' : 'error';
+      this.base = /\bready\b/.test(msg) ? 'ready' : /\bdownloaded$/.test(msg) ? 'loading' : 'error';
       this.message = msg;
+      if (this.base === 'error') this.pullName = pullNameOf(msg);
     }
     this.changed();
   }
@@ -76,6 +97,7 @@ export class StatusModel {
     if (type === 1) {
       this.base = 'error';
       this.message = message;
+      this.pullName = pullNameOf(message) ?? this.pullName;
       this.changed();
     }
   }
@@ -118,7 +140,9 @@ export class StatusModel {
       disabled: 'suggestions off',
       stopped: 'stopped',
     };
-    const tooltip = `lmrs: ${what[s]}${this.message ? `\n${this.message}` : ''}\nClick to toggle suggestions.`;
-    return { text: `${icons[s]} lmrs`, tooltip, error: s === 'error' };
+    const pull = s === 'error' ? this.pullName : undefined;
+    const click = pull ? `Click to pull ${pull} (lmrs pull ${pull}) and restart the server.` : 'Click to toggle suggestions.';
+    const tooltip = `lmrs: ${what[s]}${this.message ? `\n${this.message}` : ''}\n${click}`;
+    return { text: `${icons[s]} lmrs`, tooltip, error: s === 'error', pull };
   }
 }

@@ -65,6 +65,10 @@ pub(crate) struct ConfigArgs {
     /// Do not work ahead of requests (the suggestion after an accept, the prompt after an edit)
     #[arg(long)]
     no_prefetch: bool,
+    /// Language server: download a missing default (or catalogue) model into the models folder,
+    /// then load it
+    #[arg(long)]
+    auto_pull: bool,
 }
 
 fn parse_order(s: &str) -> Result<FimOrder, String> {
@@ -109,6 +113,9 @@ impl ConfigArgs {
         if self.single_line {
             c.multiline = false;
         }
+        if self.auto_pull {
+            c.auto_pull = true;
+        }
         if self.repo_header {
             c.repo_header = true;
         }
@@ -130,6 +137,7 @@ mod tests {
         let c = a.to_config();
         assert_eq!(c.max_tokens, 9);
         assert!(!c.multiline);
+        assert!(!c.auto_pull);
         assert_eq!(c.context_size, Config::default().context_size);
     }
 }

@@ -43,6 +43,8 @@ const MAX_TYPED: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum ModelState {
     NotLoaded,
+    /// Being downloaded (`autoPull`), then loaded.
+    Pulling,
     Loading,
     Ready(String),
     Failed(String),
@@ -65,6 +67,9 @@ struct Shared {
     /// Set at shutdown: a running workspace walk stops.
     stop_indexing: Arc<AtomicBool>,
     progress_supported: Mutex<bool>,
+    /// Model files being downloaded (`autoPull`); each is loaded when it arrives if the
+    /// configuration still names it.
+    pulling: Mutex<std::collections::HashSet<std::path::PathBuf>>,
     next_id: AtomicU64,
     load_seq: AtomicU64,
     worker: Worker,
@@ -115,6 +120,7 @@ impl Backend {
             open_definitions: Mutex::default(),
             stop_indexing: Arc::default(),
             progress_supported: Mutex::new(false),
+            pulling: Mutex::default(),
             next_id: AtomicU64::new(1),
             load_seq: AtomicU64::new(0),
             worker,
@@ -129,15 +135,24 @@ impl Backend {
         lock(&self.shared.config).clone()
     }
 
-    /// Loads the model in the background, reporting `$/progress` and failures to the user.
+    /// Loads the model in the background, reporting `$/progress` and failures to the user; a
+    /// missing model that `autoPull` may fetch is downloaded first ([`Self::pull_then_load`]).
     fn spawn_load(&self) {
-        let client = self.client.clone();
-        let shared = self.shared.clone();
+        Self::start_load(self.client.clone(), self.shared.clone());
+    }
+
+    fn start_load(client: Client, shared: Arc<Shared>) {
         let seq = shared.load_seq.fetch_add(1, Ordering::SeqCst) + 1;
-        // Queue the load now, so that completion jobs queued after this wait for the new model
-        // instead of racing it.
         let cfg = lock(&shared.config).clone();
         let path = cfg.resolved_model_path();
+        if cfg.auto_pull && !path.exists() {
+            if let Some(entry) = crate::pull::auto_pull_entry(&path) {
+                Self::pull_then_load(client, shared, entry, path);
+                return;
+            }
+        }
+        // Queue the load now, so that completion jobs queued after this wait for the new model
+        // instead of racing it.
         *lock(&shared.model) = ModelState::Loading;
         let params = LoadParams {
             path: path.clone(),
@@ -203,6 +218,114 @@ impl Backend {
         });
     }
 
+    /// `autoPull`: downloads the catalogue model `entry` to `path` on a thread of its own (as
+    /// `lmrs pull` does), with its percentage as `$/progress`, then loads it if the configuration
+    /// still names it. A failed download is shown with its reason and the `lmrs pull` to run.
+    /// Completions answer empty meanwhile. One download per file at a time: a load asked for while
+    /// the file is coming waits for that download.
+    fn pull_then_load(
+        client: Client,
+        shared: Arc<Shared>,
+        entry: &'static crate::pull::catalogue::CatalogueEntry,
+        path: std::path::PathBuf,
+    ) {
+        *lock(&shared.model) = ModelState::Pulling;
+        if !lock(&shared.pulling).insert(path.clone()) {
+            return;
+        }
+        let seq = shared.load_seq.load(Ordering::SeqCst);
+        info!(model = entry.name, path = %path.display(), "autoPull: downloading the model");
+        // Whole percents (or megabytes when the size is unknown) as they change.
+        let (report, mut reports) = tokio::sync::mpsc::unbounded_channel::<(u32, String)>();
+        // A thread of its own, not `spawn_blocking`: the runtime's end waits for its blocking
+        // tasks, so the server would outlive the editor until the download is over. When the
+        // server exits, what arrived stays in `FILE.part` for the next try to resume.
+        let (done, download) = tokio::sync::oneshot::channel();
+        let spawned = {
+            let path = path.clone();
+            std::thread::Builder::new()
+                .name("lmrs-pull".into())
+                .spawn(move || {
+                    const MB: u64 = 1_000_000;
+                    let mut last = None;
+                    let result = crate::pull::pull_entry(entry, &path, &mut |p| {
+                        let (step, percent, message) = match p.total {
+                            Some(total) if total > 0 => {
+                                let percent = p.done.min(total) * 100 / total;
+                                let of = format!("{} of {} MB", p.done / MB, total / MB);
+                                (percent, percent as u32, of)
+                            }
+                            _ => (p.done / MB, 0, format!("{} MB", p.done / MB)),
+                        };
+                        if last != Some(step) {
+                            last = Some(step);
+                            let _ = report.send((percent, message));
+                        }
+                    });
+                    let _ = done.send(result);
+                })
+        };
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start the download thread");
+        }
+        tokio::spawn(async move {
+            let progress = if *lock(&shared.progress_supported) {
+                let token = ProgressToken::String(format!("lmrs/pull/{seq}"));
+                match client.create_work_done_progress(token.clone()).await {
+                    Ok(()) => Some(
+                        client
+                            .progress(token, format!("lmrs: downloading {}", entry.name))
+                            .with_message(path.display().to_string())
+                            .with_percentage(0)
+                            .begin()
+                            .await,
+                    ),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            while let Some((percent, message)) = reports.recv().await {
+                if let Some(p) = &progress {
+                    p.report_with_message(message, percent).await;
+                }
+            }
+            let result = download.await;
+            lock(&shared.pulling).remove(&path);
+            let failure = match result {
+                Ok(Ok(done)) => {
+                    info!(sha256 = %done.sha256, "autoPull: {} downloaded", path.display());
+                    None
+                }
+                Ok(Err(e)) => Some(report::describe(&e, ": ")),
+                Err(_) => Some("the download thread stopped".to_string()),
+            };
+            let message = match &failure {
+                None => format!("lmrs: {} downloaded", entry.name),
+                Some(reason) => format!(
+                    "lmrs: downloading {} failed: {reason}. Inline completions are off until a \
+                     model loads: run `lmrs pull {}` to download it.",
+                    entry.name, entry.name
+                ),
+            };
+            if let Some(p) = progress {
+                p.finish_with_message(message.clone()).await;
+            }
+            let current = lock(&shared.config).resolved_model_path() == path;
+            match failure {
+                None if current => Self::start_load(client, shared),
+                None => {}
+                Some(reason) => {
+                    warn!("{message}");
+                    if current {
+                        *lock(&shared.model) = ModelState::Failed(reason);
+                    }
+                    client.show_message(MessageType::Error, message).await;
+                }
+            }
+        });
+    }
+
     /// The document's rope and the cursor in it (clamped), and whether completions are on for
     /// its language. Pending edits are applied first; the rope clone is O(1).
     fn snapshot(&self, uri: &str, position: Position, cfg: &Config) -> Option<Snapshot> {
@@ -246,7 +369,7 @@ impl Backend {
         // While loading, jobs queue behind the load on the worker; without a model, answer empty.
         if matches!(
             *lock(&self.shared.model),
-            ModelState::NotLoaded | ModelState::Failed(_)
+            ModelState::NotLoaded | ModelState::Pulling | ModelState::Failed(_)
         ) {
             return out;
         }
@@ -735,7 +858,11 @@ impl LanguageServer for Backend {
         let old = self.config();
         match old.merged(&params.settings) {
             Ok(new) => {
-                let reload = old.needs_reload(&new);
+                // Turning autoPull on retries a model that is missing.
+                let reload = old.needs_reload(&new)
+                    || (new.auto_pull
+                        && !old.auto_pull
+                        && matches!(*lock(&self.shared.model), ModelState::Failed(_)));
                 *lock(&self.shared.cache) = CompletionCache::new(new.cache_size, MAX_TYPED);
                 *lock(&self.shared.config) = Arc::new(new);
                 if reload {

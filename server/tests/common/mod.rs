@@ -40,7 +40,19 @@ impl LspClient {
 
     /// Spawns `lmrs lsp ARGS` with `LMRS_LOG=level`, its log going to `stderr`.
     pub fn spawn_with_log(args: &[&str], level: &str, stderr: Stdio) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lmrs"))
+        Self::spawn_with(args, level, stderr, |_| {})
+    }
+
+    /// [`Self::spawn_with_log`] with the command adjusted by `configure` first (its environment).
+    pub fn spawn_with(
+        args: &[&str],
+        level: &str,
+        stderr: Stdio,
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lmrs"));
+        configure(&mut command);
+        let mut child = command
             .arg("lsp")
             .args(args)
             .env("LMRS_LOG", level)

@@ -14,8 +14,9 @@ local api = vim.api
 local uv = vim.loop
 
 local defaults = {
-  -- Server command; `server_path` is used when `cmd` is nil.
-  server_path = 'lmrs',
+  -- Server command; `server_path` is used when `cmd` is nil. nil: `lmrs` on PATH, else
+  -- ~/.cargo/bin/lmrs (where `cargo install` puts it, often not on PATH).
+  server_path = nil,
   cmd = nil,
   -- initializationOptions (camelCase keys of the server's configuration).
   model_path = nil, -- GGUF model; nil = the server's default location
@@ -372,14 +373,22 @@ local function init_options()
 end
 
 local function on_progress(err, result, ctx, config)
-  if result and result.value and type(result.token) == 'string' and result.token:match('^lmrs/') then
+  -- The model's tokens only: loading it (lmrs/load/N) or downloading it (lmrs/pull/N, autoPull);
+  -- the workspace index's progress (lmrs/index) says nothing about the model.
+  local token = result and type(result.token) == 'string' and result.token or ''
+  if result and result.value and (token:match('^lmrs/load/') or token:match('^lmrs/pull/')) then
     local v = result.value
+    local pct = v.percentage and (' (' .. v.percentage .. '%)') or ''
     if v.kind == 'begin' then
-      set_status('loading', v.message or v.title)
+      set_status('loading', (v.title or '') .. ': ' .. (v.message or '') .. pct)
+    elseif v.kind == 'report' then
+      set_status('loading', (v.message or state.message) .. pct)
     elseif v.kind == 'end' then
-      -- The server ends the load with "lmrs: model ready (...)" or with the error.
+      -- The server ends the load with "lmrs: model ready (...)" or with the error, and a download
+      -- with "lmrs: NAME downloaded" (the load follows) or with the error.
       local msg = v.message or ''
-      set_status(msg:find('ready', 1, true) and 'ready' or 'error', msg)
+      local status = msg:find('ready', 1, true) and 'ready' or (msg:match('downloaded$') and 'loading' or 'error')
+      set_status(status, msg)
     end
   end
   local default = vim.lsp.handlers['$/progress']
@@ -391,8 +400,42 @@ local function on_show_message(err, result, ctx, config)
   return vim.lsp.handlers['window/showMessage'](err, result, ctx, config)
 end
 
+-- How to install the server, for the message when it is missing.
+M.install_hint = '`cargo install --locked --path server` in a checkout of lmrs '
+  .. '(or `cargo install --locked --git <lmrs repository URL> lmrs-lsp`)'
+
+--- The server executable: `server_path` when set (`~` expanded; the only candidate then), else
+--- `lmrs` on PATH, else ~/.cargo/bin/lmrs. Returns the path, or nil and what to tell the user.
+function M.find_server()
+  local configured = M.config.server_path
+  if configured and configured ~= '' then
+    local path = vim.fn.expand(configured)
+    if vim.fn.executable(path) == 1 then return path end
+    return nil, ('lmrs: server_path %q is not an executable; fix it, or leave it unset to use lmrs '
+      .. 'from PATH or ~/.cargo/bin'):format(configured)
+  end
+  if vim.fn.executable('lmrs') == 1 then return vim.fn.exepath('lmrs') end
+  local home = uv.os_homedir() or os.getenv('HOME') or ''
+  local cargo = home .. '/.cargo/bin/lmrs'
+  if vim.fn.executable(cargo) == 1 then return cargo end
+  return nil, 'lmrs: the server binary was not found (not on PATH, not in ~/.cargo/bin). Install it with '
+    .. M.install_hint .. ', or set server_path in require("lmrs").setup{}.'
+end
+
 local function client_config()
-  local cmd = M.config.cmd or { M.config.server_path, 'lsp' }
+  local cmd = M.config.cmd
+  if not cmd then
+    local path, why = M.find_server()
+    if not path then
+      if not state.missing_notified then
+        state.missing_notified = true
+        vim.notify(why, vim.log.levels.ERROR)
+      end
+      set_status('error', why)
+      return nil
+    end
+    cmd = { path, 'lsp' }
+  end
   return {
     name = 'lmrs',
     cmd = cmd,
@@ -418,12 +461,16 @@ local function attach(buf)
   if not state.enabled or not filetype_enabled(buf) then return end
   if vim.lsp.start then
     -- Neovim >= 0.8: start or reuse the client (same name and root), attach the buffer.
-    state.client_id = vim.lsp.start(client_config(), { bufnr = buf })
+    local config = client_config()
+    if not config then return end
+    state.client_id = vim.lsp.start(config, { bufnr = buf })
   else
     if not get_client() then
-      state.client_id = vim.lsp.start_client(client_config())
+      local config = client_config()
+      if not config then return end
+      state.client_id = vim.lsp.start_client(config)
       if not state.client_id then
-        set_status('error', 'could not start ' .. M.config.server_path)
+        set_status('error', 'could not start ' .. config.cmd[1])
         return
       end
     end
@@ -448,6 +495,7 @@ end
 --- Restart the server and reattach the loaded buffers.
 function M.restart()
   M.stop()
+  state.missing_notified = false
   vim.defer_fn(function()
     for _, buf in ipairs(api.nvim_list_bufs()) do
       if api.nvim_buf_is_loaded(buf) then attach(buf) end
@@ -501,6 +549,7 @@ end
 
 function M.setup(opts)
   M.config = vim.tbl_deep_extend('force', vim.deepcopy(defaults), opts or {})
+  state.missing_notified = false
   vim.cmd('highlight default link LmrsGhostText Comment')
 
   local group = api.nvim_create_augroup('lmrs', { clear = true })
