@@ -114,3 +114,45 @@ fn complete_shows_similar_code_from_far_above_only_when_asked() {
     assert!(!without.contains("unique_marker_line"), "{without}");
     assert!(with.contains("unique_marker_line"), "{with}");
 }
+
+#[test]
+fn index_prints_what_the_project_index_holds() {
+    let dir = std::env::temp_dir().join(format!("lmrs-cli-index-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("pkg")).unwrap();
+    std::fs::write(
+        dir.join("pkg/shapes.py"),
+        "class Circle:\n    def area(self):\n        return 3.14\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "def not_code(): pass\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lmrs"))
+        .args(["index", "--definitions"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["files"], 1, "{stdout}");
+    assert_eq!(lines[0]["definitions"], 2, "{stdout}");
+    assert_eq!(
+        lines[1..],
+        [
+            serde_json::json!({"path": "pkg/shapes.py", "line": 0, "name": "Circle"}),
+            serde_json::json!({"path": "pkg/shapes.py", "line": 1, "name": "area"}),
+        ]
+    );
+    // A folder that does not exist is one clear error.
+    let missing = Command::new(env!("CARGO_BIN_EXE_lmrs"))
+        .args(["index"])
+        .arg(dir.join("no-such-folder"))
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot open folder"));
+    std::fs::remove_dir_all(&dir).ok();
+}
