@@ -83,6 +83,9 @@ pub(crate) struct Config {
     pub(crate) context_tokens: usize,
     /// Look up definitions in the other open documents (their current text). Default true.
     pub(crate) context_open_documents: bool,
+    /// Show the lines around the latest edits in other open documents (newest first, after the
+    /// definitions and similar code). Default true.
+    pub(crate) context_recent_edits: bool,
     /// Index the workspace folders on disk in the background (respecting `.gitignore`) and look up
     /// definitions there. Default true.
     pub(crate) context_workspace: bool,
@@ -141,6 +144,7 @@ impl Default for Config {
             snippet_tokens: 0,
             context_tokens: 0,
             context_open_documents: true,
+            context_recent_edits: true,
             context_workspace: true,
             index_max_file_bytes: 512 * 1024,
             index_max_files: 20_000,

@@ -102,6 +102,7 @@ pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
     let project = ProjectContext {
         lookup: &project,
         others: &[],
+        recent_edits: &[],
     };
     let input = CompletionInput::at_cursor(&rope, cursor, &cfg, None, workspace, 1, &project);
     for _ in 0..args.repeat.max(1) {

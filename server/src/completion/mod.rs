@@ -17,6 +17,7 @@ pub(crate) mod model;
 pub(crate) mod pipeline;
 pub(crate) mod project;
 pub(crate) mod prompt;
+pub(crate) mod recent_edits;
 pub(crate) mod retrieval;
 pub(crate) mod stop_rules;
 pub(crate) mod worker;

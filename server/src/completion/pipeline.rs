@@ -21,6 +21,8 @@ pub(crate) struct ProjectContext<'a> {
     pub(crate) lookup: &'a dyn Fn(&str) -> Vec<Provided>,
     /// The other open documents (path in the workspace folder, text), searched for similar code.
     pub(crate) others: &'a [(String, std::sync::Arc<str>)],
+    /// The lines around recent edits in other documents, newest first.
+    pub(crate) recent_edits: &'a [ContextChunk],
 }
 
 impl ProjectContext<'_> {
@@ -29,6 +31,7 @@ impl ProjectContext<'_> {
     pub(crate) const NONE: ProjectContext<'static> = ProjectContext {
         lookup: &|_| Vec::new(),
         others: &[],
+        recent_edits: &[],
     };
 }
 
@@ -72,9 +75,20 @@ impl CompletionInput {
             Some(path) if cfg.context_tokens > 0 => {
                 let cursor_line = rope.char_to_line(cursor.min(rope.len_chars()));
                 let document = rope.to_string();
-                // Definitions of the names around the cursor first, then similar code elsewhere.
+                // Definitions of the names around the cursor first, then similar code elsewhere,
+                // then what was edited lately in other files.
                 let mut chunks = rank_context(&document, path, cursor_line, project.lookup);
                 chunks.extend(similar_code(&document, cursor_line, project.others));
+                for edit in project.recent_edits {
+                    let shown = chunks.iter().any(|c| {
+                        c.path == edit.path
+                            && c.line < edit.line + edit.text.lines().count()
+                            && edit.line < c.line + c.text.lines().count()
+                    });
+                    if !shown {
+                        chunks.push(edit.clone());
+                    }
+                }
                 for chunk in &chunks {
                     debug!(name = %chunk.name, path = %chunk.path, line = chunk.line, "context candidate");
                 }
@@ -371,6 +385,70 @@ mod tests {
     use super::*;
     use crate::completion::model::test_support::tiny_model;
     use lmrs::RunnerUp;
+
+    #[test]
+    fn context_is_definitions_then_similar_code_then_recent_edits_not_shown_twice() {
+        let cfg = Config {
+            context_tokens: 256,
+            ..Config::default()
+        };
+        let text = "from .shapes import area\n\ndef total(items):\n    s = 0\n    for r in items:\n        \n";
+        let rope = Rope::from_str(text);
+        let cursor = rope.line_to_char(5) + 8;
+        let lookup = |name: &str| {
+            (name == "area")
+                .then(|| Provided {
+                    path: "pkg/shapes.py".into(),
+                    line: 0,
+                    text: "def area(r):\n    return 3.14 * r * r\n".into(),
+                })
+                .into_iter()
+                .collect()
+        };
+        let others: Vec<(String, std::sync::Arc<str>)> = vec![(
+            "pkg/report.py".into(),
+            "def report(items):\n    s = 0\n    for r in items:\n        s += area(r)\n    return s\n"
+                .into(),
+        )];
+        let edit = |path: &str, line: usize, text: &str| ContextChunk {
+            path: path.into(),
+            line,
+            text: text.into(),
+            name: String::new(),
+        };
+        let recent_edits = [
+            // Inside the similar chunk already shown: left out.
+            edit("pkg/report.py", 2, "    for r in items:\n"),
+            edit("pkg/main.py", 10, "print(total([1, 2]))\n"),
+        ];
+        let project = ProjectContext {
+            lookup: &lookup,
+            others: &others,
+            recent_edits: &recent_edits,
+        };
+        let input = CompletionInput::at_cursor(
+            &rope,
+            cursor,
+            &cfg,
+            None,
+            (Some("shop".into()), Some("pkg/total.py".into())),
+            1,
+            &project,
+        );
+        let shown: Vec<String> = input
+            .context
+            .iter()
+            .map(|c| format!("{}:{} {:?}", c.path, c.line, c.name))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "pkg/shapes.py:0 \"area\"",
+                "pkg/report.py:0 \"\"",
+                "pkg/main.py:10 \"\""
+            ]
+        );
+    }
 
     #[test]
     fn a_repeated_first_line_is_generated_again_from_its_runner_up() {

@@ -22,10 +22,12 @@ use super::documents::{ChangeOutcome, DocumentStore, Edit};
 use super::position::{char_to_position, position_to_char, PositionEncoding};
 use super::transport::Transport;
 use super::workspace::Workspace;
+use crate::completion::cross_file::ContextChunk;
 use crate::completion::definitions::{definitions, Definition};
 use crate::completion::model::{LoadParams, PROMPT_BATCH_TOKENS};
 use crate::completion::pipeline::{Completion, CompletionInput, ProjectContext};
 use crate::completion::project::{ProjectIndex, WalkParams};
+use crate::completion::recent_edits::{chunk_around, RecentEdits};
 use crate::completion::worker::{Job, Worker};
 use crate::config::{Config, DEFAULT_MODEL_FILE};
 use crate::report;
@@ -35,6 +37,9 @@ type OpenDocument = (i32, Vec<Definition>, Arc<str>);
 
 /// The other open documents' definitions and texts, each with its path in the workspace folder.
 type OpenDocuments = (Vec<(String, Vec<Definition>)>, Vec<(String, Arc<str>)>);
+
+/// Chunks around recent edits in other documents offered to a prompt.
+const MAX_RECENT_EDIT_CHUNKS: usize = 2;
 
 /// Characters that typing-through may skip over.
 const MAX_TYPED: usize = 64;
@@ -64,6 +69,8 @@ struct Shared {
     project: Arc<RwLock<ProjectIndex>>,
     /// Definitions and text of each open document, at the version they were read from.
     open_definitions: Mutex<HashMap<String, OpenDocument>>,
+    /// Where the person edited lately, across documents.
+    recent_edits: Mutex<RecentEdits>,
     /// Set at shutdown: a running workspace walk stops.
     stop_indexing: Arc<AtomicBool>,
     progress_supported: Mutex<bool>,
@@ -118,6 +125,7 @@ impl Backend {
             workspace: Mutex::default(),
             project: Arc::default(),
             open_definitions: Mutex::default(),
+            recent_edits: Mutex::default(),
             stop_indexing: Arc::default(),
             progress_supported: Mutex::new(false),
             pulling: Mutex::default(),
@@ -503,6 +511,11 @@ impl Backend {
         } else {
             (Vec::new(), Vec::new())
         };
+        let recent_edits = if cfg.context_tokens > 0 && cfg.context_recent_edits {
+            self.recent_edit_chunks(uri)
+        } else {
+            Vec::new()
+        };
         let project = self
             .shared
             .project
@@ -520,12 +533,40 @@ impl Backend {
             &ProjectContext {
                 lookup: &lookup,
                 others: &open_texts,
+                recent_edits: &recent_edits,
             },
         );
         if let Some(s) = input.snippet.as_ref().filter(|_| remember) {
             lock(&self.shared.snippet_lines).insert(uri.to_owned(), s.first_line);
         }
         input
+    }
+
+    /// The lines around the latest edits in the other open documents of the workspace folders,
+    /// newest first (at most [`MAX_RECENT_EDIT_CHUNKS`]), read from their current text.
+    fn recent_edit_chunks(&self, current: &str) -> Vec<ContextChunk> {
+        let workspace = lock(&self.shared.workspace).clone();
+        let places: Vec<(String, usize)> = lock(&self.shared.recent_edits)
+            .elsewhere(current)
+            .map(|(uri, line)| (uri.to_owned(), line))
+            .collect();
+        let docs = lock(&self.shared.docs);
+        places
+            .into_iter()
+            .filter_map(|(uri, line)| {
+                let (_, Some(path)) = workspace.file(&uri) else {
+                    return None;
+                };
+                let (first, text) = chunk_around(&docs.get(&uri)?.rope, line)?;
+                Some(ContextChunk {
+                    path,
+                    line: first,
+                    text,
+                    name: String::new(),
+                })
+            })
+            .take(MAX_RECENT_EDIT_CHUNKS)
+            .collect()
     }
 
     /// The definitions and the texts of the open documents in the workspace folders other than
@@ -814,6 +855,9 @@ impl LanguageServer for Backend {
             version = params.text_document.version,
             "didChange"
         );
+        if let (Some((start, _)), ChangeOutcome::Applied) = (typed, outcome) {
+            lock(&self.shared.recent_edits).record(id.as_str(), start.line as usize);
+        }
         // Only for an edit applied in order (a buffered one is not the document's text yet).
         if let (Some((start, inserted)), ChangeOutcome::Applied) = (typed, outcome) {
             self.prefill_after_edit(id.as_str(), start, inserted);
@@ -847,6 +891,7 @@ impl LanguageServer for Backend {
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
         let uri = params.text_document.uri.0;
         lock(&self.shared.open_definitions).remove(&uri);
+        lock(&self.shared.recent_edits).forget(&uri);
         lock(&self.shared.docs).close(&uri);
         lock(&self.shared.snippet_lines).remove(&uri);
         if let Some((_, c)) = lock(&self.shared.inflight).remove(&uri) {
