@@ -86,6 +86,11 @@ impl KvCache {
         self.store.size_bytes()
     }
 
+    /// Copies `other`'s content into this cache (same size and layout, else an error).
+    pub(crate) fn copy_from(&mut self, other: &KvCache) -> Result<(), GgmlError> {
+        self.store.copy_from(&other.store)
+    }
+
     /// An independent copy with the same content.
     pub(crate) fn try_clone(&self, hp: &Hyperparameters) -> Result<KvCache, GgmlError> {
         debug_assert_eq!(hp.n_layer, self.n_layer);

@@ -523,6 +523,34 @@ impl Session {
         self.build_graph(shape, true)
     }
 
+    /// Makes this session hold what `other` holds (its cached tokens with their keys and values,
+    /// its last logits) by copying the cache's memory, keeping this session's own compute
+    /// resources: a second session can work on from the first one's prompt without touching it
+    /// and without a fork's set-up. Both must be sessions of the same model with the same context
+    /// size ([`InferError`] otherwise, and this session is then left empty).
+    pub fn copy_state_from(&mut self, other: &Session) -> Result<(), InferError> {
+        let mut cache = self.take_cache()?;
+        let copied = match other.cache() {
+            Some(source) if Arc::ptr_eq(&self.model, &other.model) => {
+                cache.copy_from(source).map_err(InferError::from)
+            }
+            // Another model's cache, or the other session lost its own to a panic: copy nothing.
+            _ => Ok(()),
+        };
+        self.cache = Some(cache);
+        let same =
+            copied.is_ok() && other.cache().is_some() && Arc::ptr_eq(&self.model, &other.model);
+        if same {
+            self.tokens.clone_from(&other.tokens);
+            self.logits.clone_from(&other.logits);
+            self.logits_valid = other.logits_valid;
+        } else {
+            self.tokens.clear();
+            self.logits_valid = false;
+        }
+        copied
+    }
+
     /// An independent copy: same cached tokens, own cache and compute resources.
     pub fn fork(&self) -> Result<Session, InferError> {
         let hp = self.model.architecture().hyperparameters();

@@ -355,6 +355,37 @@ fn forks_continue_like_the_original() {
 }
 
 #[test]
+fn a_session_copies_another_one_s_state_and_works_on_without_touching_it() {
+    for arch in TinyArch::ALL {
+        let tiny = load_tiny(arch);
+        let prompt = code_tokens(&tiny.model);
+        let params = InferenceParameters::greedy().with_logprobs(3);
+        let mut original = session(&tiny.model, 256, 512);
+        original.feed(&prompt).unwrap();
+        let mut spare = session(&tiny.model, 256, 512);
+        spare.feed(&prompt[..prompt.len() / 2]).unwrap();
+        spare.copy_state_from(&original).unwrap();
+        assert_eq!(spare.tokens(), original.tokens());
+        assert_eq!(spare.logits(), original.logits());
+        // The copy generates from the cached prompt, evaluating nothing of it...
+        let (from_copy, stats) = generate(&mut spare, &prompt, 16, &params);
+        assert_eq!(
+            (stats.prompt.reused, stats.prompt.evaluated),
+            (prompt.len(), 0),
+            "{arch}"
+        );
+        // ...and the original, untouched, generates the same.
+        let (from_original, stats) = generate(&mut original, &prompt, 16, &params);
+        assert_eq!(
+            (stats.prompt.reused, stats.prompt.evaluated),
+            (prompt.len(), 0),
+            "{arch}"
+        );
+        assert_eq!(from_copy, from_original, "{arch}");
+    }
+}
+
+#[test]
 fn greedy_generation_is_deterministic() {
     for arch in TinyArch::ALL {
         let tiny = load_tiny(arch);

@@ -644,7 +644,8 @@ fn the_suggestion_after_an_accept_is_prefetched_and_equals_a_fresh_computation()
         "debug",
         std::fs::File::create(&log).unwrap().into(),
     );
-    c.initialize(&["utf-16"], json!({"maxTokens": 6}));
+    // One-line suggestions, so that the accept below is one insert on the cursor line.
+    c.initialize(&["utf-16"], json!({"maxTokens": 6, "multiline": false}));
     c.wait_model_ready(T);
     let uri = "file:///work/demo/prefetch.py";
     c.open(uri, "python", PY);
@@ -675,7 +676,7 @@ fn the_suggestion_after_an_accept_is_prefetched_and_equals_a_fresh_computation()
         1,
     );
     let mut fresh = LspClient::spawn(&["--model", tiny_model(), "--threads", "1", "--no-prefetch"]);
-    fresh.initialize(&["utf-16"], json!({"maxTokens": 6}));
+    fresh.initialize(&["utf-16"], json!({"maxTokens": 6, "multiline": false}));
     fresh.wait_model_ready(T);
     fresh.open(uri, "python", &accepted);
     assert_eq!(fresh.inline_texts(uri, line, character), next);

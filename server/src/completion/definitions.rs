@@ -29,6 +29,8 @@ pub(crate) struct Definition {
     pub(crate) line: usize,
     /// The chunk: lead lines, the defining line and the start of the body, each ending in `\n`.
     pub(crate) text: String,
+    /// The chunk's lines in the file: `first_line..end_line` (0-based, end exclusive).
+    pub(crate) lines: std::ops::Range<usize>,
     /// The defining line alone, without its line break.
     pub(crate) signature: String,
 }
@@ -176,6 +178,7 @@ pub(crate) fn definitions(path: &str, text: &str) -> Vec<Definition> {
             name: name.to_owned(),
             line: index,
             text: chunk,
+            lines: first..end,
             signature: line.trim_end().to_owned(),
         });
     }

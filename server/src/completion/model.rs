@@ -125,6 +125,11 @@ impl Generation {
 pub(crate) struct CompletionModel {
     model: Arc<Model>,
     session: Session,
+    /// A second session for speculative work (created on first use), so that it leaves the
+    /// main session's KV cache, and the prompt the next request needs, as it was.
+    spare: Option<Session>,
+    /// The parameters both sessions are created with.
+    session_params: SessionParams,
     /// The configured engine threads (the most a generation uses).
     threads: usize,
     /// A prompt whose evaluation its deadline cut, to be finished while no request waits.
@@ -188,26 +193,57 @@ impl CompletionModel {
         let n_ctx = params
             .context_size
             .min(model.info().hyperparameters.n_ctx_train.max(256));
-        let session = Session::new(
-            Arc::clone(&model),
-            SessionParams {
-                n_ctx,
-                n_batch: params.batch_tokens.clamp(1, n_ctx),
-                n_threads: threads,
-            },
-        )
-        .map_err(|source| ModelError::Session {
-            path: path.clone(),
-            source,
-        })?;
+        let session_params = SessionParams {
+            n_ctx,
+            n_batch: params.batch_tokens.clamp(1, n_ctx),
+            n_threads: threads,
+        };
+        let session =
+            Session::new(Arc::clone(&model), session_params.clone()).map_err(|source| {
+                ModelError::Session {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
         Ok(Self {
             model,
             session,
+            spare: None,
+            session_params,
             threads,
             unfinished_prompt: None,
             path: path.clone(),
             stamp,
         })
+    }
+
+    /// Runs `work` with the spare session in place of the main one (created on first use; `None`
+    /// when it cannot be), then puts the main session and any prompt it had left to finish back:
+    /// speculative work then costs the next request nothing of its cached prompt. `work` must not
+    /// unwind (the worker catches panics inside it).
+    pub(crate) fn on_spare_session<T>(&mut self, work: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        let spare = match self.spare.take() {
+            Some(spare) => spare,
+            None => match Session::new(Arc::clone(&self.model), self.session_params.clone()) {
+                Ok(spare) => spare,
+                Err(e) => {
+                    warn!(error = %e, "cannot create a second session for prefetching");
+                    return None;
+                }
+            },
+        };
+        let mut spare = spare;
+        // The spare starts from the main session's prompt (a copy of its cache's memory: a few
+        // milliseconds), so the speculative work evaluates only what it adds.
+        if let Err(e) = spare.copy_state_from(&self.session) {
+            warn!(error = %e, "cannot copy the session for prefetching");
+        }
+        let main = std::mem::replace(&mut self.session, spare);
+        let unfinished = self.unfinished_prompt.take();
+        let out = work(self);
+        self.spare = Some(std::mem::replace(&mut self.session, main));
+        self.unfinished_prompt = unfinished;
+        Some(out)
     }
 
     /// Token ids of `text`, special tokens not parsed.

@@ -53,7 +53,41 @@ pub(crate) struct ProjectDefinition {
     /// 0-based line of the defining keyword.
     pub(crate) line: usize,
     /// The chunk that defines the name.
-    pub(crate) text: Arc<str>,
+    chunk: Chunk,
+}
+
+/// Where a definition's chunk is. Files read from disk keep only the chunk's lines: on a large
+/// workspace (the cargo registry's sources: 657,000 definitions) the chunks' text would take most of
+/// the index's memory, while a prompt shows a handful of them, read again when shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// The text itself (a file indexed from text that is not on disk).
+    Text(Arc<str>),
+    /// Lines `lines` of the file at `file` (end exclusive).
+    OnDisk {
+        file: Arc<Path>,
+        lines: std::ops::Range<u32>,
+    },
+}
+
+impl ProjectDefinition {
+    /// The chunk's text: read again from disk for a file indexed from disk, `None` when that file
+    /// can no longer be read or no longer has the definition there (changed since it was indexed).
+    pub(crate) fn text(&self, name: &str) -> Option<String> {
+        match &self.chunk {
+            Chunk::Text(text) => Some(text.to_string()),
+            Chunk::OnDisk { file, lines } => {
+                let bytes = std::fs::read(file).ok()?;
+                let text = source_text(&bytes)?;
+                let mut chunk = String::new();
+                for line in text.lines().skip(lines.start as usize).take(lines.len()) {
+                    chunk.push_str(line);
+                    chunk.push('\n');
+                }
+                chunk.contains(name).then_some(chunk)
+            }
+        }
+    }
 }
 
 /// Name → definitions, over the files of the workspace.
@@ -105,8 +139,19 @@ pub(crate) struct WalkStats {
 
 impl ProjectIndex {
     /// Indexes (or re-indexes) the file at `path` (relative to its workspace folder) with content
-    /// `text`; its earlier definitions are dropped first.
+    /// `text`, keeping the chunks' text; its earlier definitions are dropped first.
+    #[cfg(test)]
     pub(crate) fn update_file(&mut self, path: &str, text: &str) -> usize {
+        self.index_file(path, text, None)
+    }
+
+    /// [`update_file`](Self::update_file) for a file read from `on_disk`: the chunks are read from
+    /// there again when shown, so the index holds only their line ranges.
+    pub(crate) fn update_file_on_disk(&mut self, path: &str, on_disk: &Path, text: &str) -> usize {
+        self.index_file(path, text, Some(Arc::from(on_disk)))
+    }
+
+    fn index_file(&mut self, path: &str, text: &str, on_disk: Option<Arc<Path>>) -> usize {
         self.remove_file(path);
         let path: Arc<str> = Arc::from(path);
         let found = definitions(&path, text);
@@ -129,7 +174,13 @@ impl ProjectIndex {
                 .push(ProjectDefinition {
                     path: Arc::clone(&path),
                     line: definition.line,
-                    text: Arc::from(definition.text),
+                    chunk: match &on_disk {
+                        Some(file) => Chunk::OnDisk {
+                            file: Arc::clone(file),
+                            lines: definition.lines.start as u32..definition.lines.end as u32,
+                        },
+                        None => Chunk::Text(Arc::from(definition.text)),
+                    },
                 });
         }
         let count = names.len();
@@ -192,11 +243,14 @@ impl ProjectIndex {
             })
             .collect();
         for d in self.lookup(name) {
-            if !open.iter().any(|(path, _)| **path == *d.path) {
+            if open.iter().any(|(path, _)| **path == *d.path) {
+                continue;
+            }
+            if let Some(text) = d.text(name) {
                 out.push(Provided {
                     path: d.path.to_string(),
                     line: d.line,
-                    text: d.text.to_string(),
+                    text,
                 });
             }
         }
@@ -316,7 +370,7 @@ impl ProjectIndex {
             let Some(text) = source_text(&bytes) else {
                 continue;
             };
-            stats.definitions += self.update_file(&relative, text);
+            stats.definitions += self.update_file_on_disk(&relative, path, text);
             stats.files += 1;
         }
         stats.millis = started.elapsed().as_millis() as u64;
@@ -423,6 +477,26 @@ mod tests {
             &|_| true,
         );
         assert!(capped.capped && capped.files == 0);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_walked_file_s_chunks_are_read_from_disk_when_shown() {
+        let root = std::env::temp_dir().join(format!("lmrs-index-disk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let text = "import os\n\n# Parses.\ndef parse(text):\n    return text.split()\n";
+        std::fs::write(root.join("util.py"), text).unwrap();
+        let mut index = ProjectIndex::default();
+        index.index_folder(&root, &WalkParams::from_config(&Config::default()), &|_| {
+            true
+        });
+        // The same chunk the scanner makes from the text.
+        let expected = definitions("util.py", text).remove(0).text;
+        assert_eq!(index.provided("parse", &[], "main.py")[0].text, expected);
+        // Changed on disk since: a chunk that no longer holds the name is not shown.
+        std::fs::write(root.join("util.py"), "import os\n").unwrap();
+        assert!(index.provided("parse", &[], "main.py").is_empty());
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -237,9 +237,23 @@ fn run_job(model: &mut CompletionModel, job: &Job) -> Completion {
         total_ms = tracing::field::Empty,
     );
     let _enter = span.enter();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        run_completion(model, &job.input, &job.config, &job.cancel)
-    }));
+    let run = |model: &mut CompletionModel| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_completion(model, &job.input, &job.config, &job.cancel)
+        }))
+    };
+    // A speculative job runs on the spare session: the main one keeps the prompt the person's
+    // next keystroke needs. Without a spare session it is dropped (answered empty, cancelled).
+    let result = if job.speculative {
+        model.on_spare_session(run).unwrap_or_else(|| {
+            Ok(Ok(Completion {
+                cancelled: true,
+                ..Completion::default()
+            }))
+        })
+    } else {
+        run(model)
+    };
     match result {
         Ok(Ok(c)) => {
             span.record("reused", c.stats.reused);
@@ -350,5 +364,16 @@ mod tests {
         let prefetched = alone.blocking_recv().unwrap();
         assert!(!prefetched.cancelled);
         assert_eq!(prefetched.items, answered.items);
+
+        // A prefetch of another prompt runs on the spare session: the main session keeps the
+        // request's prompt, so asking again evaluates at most its last token.
+        let other = worker.submit_speculative(job("class Other:\n    pass\n", &short, "s4", true));
+        assert!(!other.blocking_recv().unwrap().cancelled);
+        let again = worker
+            .submit(job("def f(a):\n    ", &short, "r2", false))
+            .blocking_recv()
+            .unwrap();
+        assert!(again.stats.evaluated <= 1, "{:?}", again.stats);
+        assert_eq!(again.items, answered.items);
     }
 }

@@ -884,7 +884,7 @@ impl LanguageServer for Backend {
             .project
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .update_file(&path, &text);
+            .update_file_on_disk(&path, &file, &text);
         debug!(definitions = count, "didSave: re-indexed");
     }
 
