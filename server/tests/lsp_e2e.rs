@@ -137,8 +137,13 @@ fn cancel_request_answers_and_stops_generation() {
     c.notify("$/cancelRequest", json!({"id": long}));
     let m = c.response(queued, T);
     assert_eq!(m["error"]["code"], -32800, "RequestCancelled: {m}");
+    // The long one was superseded by the queued one as soon as that arrived (an empty answer, by
+    // design); its own cancel may come in before or after that answer.
     let m = c.response(long, T);
-    assert_eq!(m["error"]["code"], -32800, "RequestCancelled: {m}");
+    assert!(
+        m["error"]["code"] == -32800 || (m.get("error").is_none() && items_of(&m).is_empty()),
+        "RequestCancelled or superseded: {m}"
+    );
     // the worker is free again: a later completion is answered normally
     c.notify(
         "workspace/didChangeConfiguration",
