@@ -475,9 +475,8 @@ fn missing_files_and_refused_access_are_clear_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The binary, with the models folder and the hub given through the environment (and no proxy).
-fn lmrs(models: &Path, hub: &FakeHub, args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lmrs"));
+/// Removes the proxy and token variables, so the fake hub on 127.0.0.1 is reached directly.
+fn without_network_env(command: &mut Command) {
     for var in [
         "HTTPS_PROXY",
         "https_proxy",
@@ -489,6 +488,12 @@ fn lmrs(models: &Path, hub: &FakeHub, args: &[&str]) -> std::process::Output {
     ] {
         command.env_remove(var);
     }
+}
+
+/// The binary, with the models folder and the hub given through the environment (and no proxy).
+fn lmrs(models: &Path, hub: &FakeHub, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lmrs"));
+    without_network_env(&mut command);
     command
         .args(args)
         .env("LMRS_MODEL_DIR", models)
@@ -594,17 +599,7 @@ fn lsp_with_hub(models: &Path, hub: &FakeHub, args: &[&str]) -> common::LspClien
         "warn",
         std::process::Stdio::inherit(),
         move |command| {
-            for var in [
-                "HTTPS_PROXY",
-                "https_proxy",
-                "HTTP_PROXY",
-                "http_proxy",
-                "ALL_PROXY",
-                "all_proxy",
-                "HF_TOKEN",
-            ] {
-                command.env_remove(var);
-            }
+            without_network_env(command);
             command
                 .env("LMRS_MODEL_DIR", models)
                 .env("HF_ENDPOINT", endpoint);
