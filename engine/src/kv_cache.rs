@@ -98,4 +98,54 @@ impl KvCache {
         copy.store.copy_from(&self.store)?;
         Ok(copy)
     }
+
+    /// Layer `layer`'s keys and values of the cache rows (positions) `first..first + n`, as F32,
+    /// position by position (`n_embd_kv` values each).
+    #[cfg(test)]
+    pub(crate) fn read_rows(
+        &self,
+        hp: &Hyperparameters,
+        layer: usize,
+        first: usize,
+        n: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let tensors = self.tensors();
+        let width = hp.n_embd_kv();
+        let read = |tensor: Tensor<'_>| {
+            let mut bytes = Vec::new();
+            tensor.read_bytes_into(&mut bytes).expect("cache memory");
+            bytes
+                .chunks_exact(2)
+                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect::<Vec<f32>>()
+        };
+        let (keys, values) = (read(tensors.keys(layer)), read(tensors.values(layer)));
+        let mut rows = (Vec::new(), Vec::new());
+        for position in first..first + n {
+            rows.0
+                .extend_from_slice(&keys[position * width..(position + 1) * width]);
+            if self.transposed_values {
+                rows.1
+                    .extend((0..width).map(|column| values[column * self.n_ctx + position]));
+            } else {
+                rows.1
+                    .extend_from_slice(&values[position * width..(position + 1) * width]);
+            }
+        }
+        rows
+    }
+}
+
+/// IEEE half precision to single (tests only).
+#[cfg(test)]
+fn f16_to_f32(bits: u16) -> f32 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exponent = i32::from((bits >> 10) & 0x1f);
+    let mantissa = f32::from(bits & 0x3ff);
+    match exponent {
+        0 => sign * mantissa * 2f32.powi(-24),
+        31 if mantissa == 0.0 => sign * f32::INFINITY,
+        31 => f32::NAN,
+        _ => sign * (1.0 + mantissa / 1024.0) * 2f32.powi(exponent - 15),
+    }
 }

@@ -23,6 +23,7 @@
 
 #![warn(unreachable_pub)]
 
+mod cache_reuse;
 mod error;
 pub mod gguf;
 mod hparams;

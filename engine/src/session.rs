@@ -11,11 +11,12 @@ use std::time::Instant;
 
 use ggml_sys::{Context, CpuBackend, GgmlError, GraphAllocator, OwnedGraph, Tensor, TensorType};
 
+use crate::cache_reuse::{self, ReusedRun, Segment};
 use crate::error::InferError;
 use crate::hparams::Hyperparameters;
 use crate::kv_cache::KvCache;
 use crate::model::Model;
-use crate::models::BatchInputs;
+use crate::models::{BatchInputs, PositionShift};
 use crate::sampling::{runner_up, top_logprobs, InferenceParameters, RunnerUp, Sampler};
 use crate::tokenizer::TokenId;
 
@@ -28,6 +29,10 @@ pub struct SessionParams {
     pub n_batch: usize,
     /// Worker threads; `0` takes the model's default.
     pub n_threads: usize,
+    /// Shortest run of cached tokens that [`Session::feed`] moves to a new position instead of
+    /// evaluating again, when a prompt changes before it (see the `cache_reuse` module); `0`
+    /// (the default) evaluates everything after the common prefix, as a fresh session would.
+    pub cache_reuse_min_tokens: usize,
 }
 
 impl Default for SessionParams {
@@ -36,6 +41,7 @@ impl Default for SessionParams {
             n_ctx: 4096,
             n_batch: 512,
             n_threads: 0,
+            cache_reuse_min_tokens: 0,
         }
     }
 }
@@ -96,8 +102,10 @@ impl<'a> From<&'a Vec<TokenId>> for Prompt<'a> {
 /// What feeding a prompt cost.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FeedStats {
-    /// Prompt tokens whose cache entries were kept.
+    /// Prompt tokens whose cache entries were kept (the common prefix and any runs moved).
     pub reused: usize,
+    /// Of those, tokens whose cache entries were moved to another position.
+    pub moved: usize,
     /// Prompt tokens evaluated now.
     pub evaluated: usize,
     /// Wall time in milliseconds.
@@ -351,34 +359,193 @@ impl Session {
         if common == prompt.len() && self.tokens.len() == prompt.len() && self.logits_valid {
             return Ok(FeedStats {
                 reused: common,
+                moved: 0,
                 evaluated: 0,
                 millis: elapsed_ms(started),
             });
         }
         // Always evaluate at least the last prompt token: its logits predict what comes next.
         let keep = common.min(prompt.len() - 1);
+        let runs = self.plan_reuse(prompt, keep);
         self.truncate(keep);
         self.logits_valid = false;
-        for (i, chunk) in prompt[keep..].chunks(self.params.n_batch).enumerate() {
-            // The cache keeps the batches already evaluated; the prompt's logits do not exist.
-            if self.cancel.is_cancelled() {
-                self.logits_valid = false;
-                return Err(InferError::Cancelled);
+        if !runs.is_empty() {
+            if let Err(error) = self.move_cache_rows(&runs) {
+                // The rows past the kept prefix may be half moved: forget them.
+                self.truncate(keep);
+                return Err(error);
             }
-            if i > 0 && deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                self.logits_valid = false;
-                return Err(InferError::PromptDeadline {
-                    n_tokens: prompt.len(),
-                    remaining: prompt.len() - self.tokens.len(),
-                });
+        }
+        let mut batches = 0;
+        let (mut reused, mut moved) = (keep, 0);
+        for segment in cache_reuse::segments(keep, prompt.len(), &runs) {
+            let range = match segment {
+                Segment::Reused(range) => {
+                    // The rows were moved into place above; the tokens before them are cached.
+                    debug_assert_eq!(self.tokens.len(), range.start);
+                    reused += range.len();
+                    self.tokens.extend_from_slice(&prompt[range]);
+                    continue;
+                }
+                Segment::Evaluate(range) => range,
+            };
+            for chunk in prompt[range].chunks(self.params.n_batch) {
+                // The cache keeps the batches already evaluated; the prompt's logits do not exist.
+                if self.cancel.is_cancelled() {
+                    self.logits_valid = false;
+                    return Err(InferError::Cancelled);
+                }
+                if batches > 0 && deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                    self.logits_valid = false;
+                    return Err(InferError::PromptDeadline {
+                        n_tokens: prompt.len(),
+                        remaining: prompt.len() - self.tokens.len(),
+                    });
+                }
+                self.evaluate(chunk)?;
+                batches += 1;
             }
-            self.evaluate(chunk)?;
+        }
+        for run in runs.iter().filter(|run| run.moves()) {
+            moved += run.len;
         }
         Ok(FeedStats {
-            reused: keep,
-            evaluated: prompt.len() - keep,
+            reused,
+            moved,
+            evaluated: prompt.len() - reused,
             millis: elapsed_ms(started),
         })
+    }
+
+    /// The cached runs after the first `keep` tokens that `prompt` holds again, when reuse is on
+    /// and the architecture can move cached keys.
+    fn plan_reuse(&self, prompt: &[TokenId], keep: usize) -> Vec<ReusedRun> {
+        let min_len = self.params.cache_reuse_min_tokens;
+        if min_len == 0 {
+            return Vec::new();
+        }
+        match self.model.architecture().position_shift() {
+            PositionShift::Rope(_) => cache_reuse::plan_reuse(&self.tokens, prompt, keep, min_len),
+            PositionShift::Unsupported => Vec::new(),
+        }
+    }
+
+    /// Moves the cache rows of each run from `run.from` to `run.to` in every layer, re-rotating the
+    /// keys by the distance, in one graph: per layer every run is first copied out (keys rotated on
+    /// the way), then written to its new rows, so runs may overlap each other's old rows in any
+    /// order. The batch graph is dropped (the allocator's memory goes to this graph).
+    fn move_cache_rows(&mut self, runs: &[ReusedRun]) -> Result<(), InferError> {
+        let runs: Vec<ReusedRun> = runs.iter().copied().filter(ReusedRun::moves).collect();
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let PositionShift::Rope(rope) = self.model.architecture().position_shift() else {
+            return Err(InferError::InvalidParams(
+                "this architecture's cached keys cannot move to other positions".into(),
+            ));
+        };
+        let hp = self.model.architecture().hyperparameters().clone();
+        let flash_attention = self.model.params().flash_attention;
+        let cache = self.take_cache()?;
+        let n_nodes = hp.n_layer * runs.len() * 8 + 16;
+        let context = match Context::new(n_nodes + runs.len() + 8, n_nodes) {
+            Ok(context) => context,
+            Err(error) => {
+                self.cache = Some(cache);
+                return Err(error.into());
+            }
+        };
+        let built = OwnedGraph::build(context, cache, |ctx, cache| {
+            let cache = cache.tensors();
+            let (head_dim, n_head_kv, n_embd_kv) = (
+                hp.head_dim as i64,
+                hp.n_head_kv as i64,
+                hp.n_embd_kv() as i64,
+            );
+            // One input per run: the distance it moves, once per token (RoPE rotates by position).
+            let mut distances = Vec::with_capacity(runs.len());
+            for (i, run) in runs.iter().enumerate() {
+                let distance =
+                    ctx.new_tensor(&format!("shift_{i}"), TensorType::I32, &[run.len as i64]);
+                distances.push(ctx.mark_input(distance)?);
+            }
+            let mut graph = ctx.new_graph(n_nodes);
+            for layer in 0..hp.n_layer {
+                let (k_cache, v_cache) = (cache.keys(layer), cache.values(layer));
+                let element_bytes = k_cache.nb()[0];
+                let row_bytes = k_cache.nb()[1]; // keys: [n_embd_kv, n_ctx], row p = position p
+                let head_bytes = element_bytes * hp.head_dim;
+                // Rows `first..first + n` of a [n_embd_kv, n_ctx] matrix, per head.
+                let rows = |matrix, first: usize, n: usize| {
+                    ctx.view_3d(
+                        matrix,
+                        head_dim,
+                        n_head_kv,
+                        n as i64,
+                        head_bytes,
+                        row_bytes,
+                        first * row_bytes,
+                    )
+                };
+                // Columns `first..first + n` of the transposed values [n_ctx, n_embd_kv].
+                let columns = |first: usize, n: usize| {
+                    ctx.view_2d(
+                        v_cache,
+                        n as i64,
+                        n_embd_kv,
+                        v_cache.nb()[1],
+                        first * element_bytes,
+                    )
+                };
+                // Copy every run out first (keys rotated by the distance moved)...
+                let mut copies = Vec::with_capacity(runs.len());
+                for (run, &distance) in runs.iter().zip(&distances) {
+                    let keys = ctx.rope_ext(rows(k_cache, run.from, run.len), distance, &rope); // [head_dim, n_head_kv, len]
+                    graph.build_forward(keys);
+                    let values = if flash_attention {
+                        ctx.cont(rows(v_cache, run.from, run.len)) // [head_dim, n_head_kv, len]
+                    } else {
+                        ctx.cont(columns(run.from, run.len)) // [len, n_embd_kv]
+                    };
+                    graph.build_forward(values);
+                    copies.push((keys, values));
+                }
+                // ...then write them to their new rows.
+                for (run, (keys, values)) in runs.iter().zip(copies) {
+                    let key_rows = cache.writable(rows(k_cache, run.to, run.len));
+                    graph.build_forward(ctx.cpy(keys, key_rows));
+                    let value_rows = if flash_attention {
+                        cache.writable(rows(v_cache, run.to, run.len))
+                    } else {
+                        cache.writable(columns(run.to, run.len))
+                    };
+                    graph.build_forward(ctx.cpy(values, value_rows));
+                }
+            }
+            Ok((graph, distances))
+        });
+        let shift_graph = match built {
+            Ok(graph) => graph,
+            Err((error, cache)) => {
+                self.cache = Some(cache);
+                return Err(error.into());
+            }
+        };
+        let computed = (|| -> Result<(), InferError> {
+            self.allocator.allocate(&shift_graph.graph())?;
+            for (i, run) in runs.iter().enumerate() {
+                let distance = run.to as i64 - run.from as i64;
+                let distance = vec![distance as i32; run.len];
+                shift_graph.set_data(i, as_bytes_i32(&distance))?;
+            }
+            match self.backend.compute(&shift_graph.graph()) {
+                Ok(()) => Ok(()),
+                Err(GgmlError::Aborted) => Err(InferError::Cancelled),
+                Err(other) => Err(other.into()),
+            }
+        })();
+        self.cache = Some(shift_graph.into_owners());
+        computed
     }
 
     /// Feeds `prompt`, then generates up to `max_tokens` tokens, streaming each to `callback`.
@@ -813,5 +980,104 @@ mod tests {
             .collect();
         let hidden = 0xFC00;
         assert_eq!(values, vec![0, 0, hidden, hidden, 0, 0, 0, hidden]);
+    }
+
+    /// Writes and loads the tiny model of `arch`; the file is removed when the model is loaded.
+    fn tiny_model(arch: lmrs_fixtures::tiny::TinyArch, flash_attention: bool) -> Arc<Model> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "lmrs-session-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("tiny.gguf");
+        lmrs_fixtures::tiny::write_tiny_model(&path, arch, 7).expect("writing the tiny model");
+        let params = crate::ModelParams {
+            n_threads: 1,
+            flash_attention,
+            repack: false,
+            ..crate::ModelParams::default()
+        };
+        let model = Model::load(&path, params).expect("loading the tiny model");
+        let _ = std::fs::remove_dir_all(&dir);
+        Arc::new(model)
+    }
+
+    fn reuse_session(model: &Arc<Model>, min_tokens: usize) -> Session {
+        let params = SessionParams {
+            n_ctx: 128,
+            n_batch: 16,
+            n_threads: 1,
+            cache_reuse_min_tokens: min_tokens,
+        };
+        Session::new(Arc::clone(model), params).expect("session")
+    }
+
+    /// The first layer's keys and values depend on the token and its position only (nothing has
+    /// attended yet), so there a moved run must hold exactly what evaluating it at its new position
+    /// writes: the values bit for bit, the keys up to the rounding of rotating F16 numbers twice.
+    /// Checked for a deletion (runs move back), an insertion (they move on) and a swap, with
+    /// flash attention (values stored like keys) and without (values transposed).
+    #[test]
+    fn moved_cache_rows_hold_what_evaluating_them_at_their_new_position_writes() {
+        for arch in lmrs_fixtures::tiny::TinyArch::ALL {
+            for flash_attention in [true, false] {
+                let model = tiny_model(arch, flash_attention);
+                let hp = model.architecture().hyperparameters().clone();
+                let n_vocab = hp.n_vocab as TokenId;
+                let tokens: Vec<TokenId> = (0..60).map(|i| (i * 7 + 3) % n_vocab).collect();
+                let deleted: Vec<TokenId> = [&tokens[..10], &tokens[20..]].concat();
+                let inserted: Vec<TokenId> =
+                    [&tokens[..10], &[5, 6, 7][..], &tokens[10..]].concat();
+                let swapped: Vec<TokenId> = [
+                    &tokens[..10],
+                    &tokens[35..59],
+                    &tokens[10..35],
+                    &tokens[59..],
+                ]
+                .concat();
+                for (what, prompt, expect_moved) in [
+                    ("deletion", &deleted, 39),
+                    ("insertion", &inserted, 49),
+                    ("swap", &swapped, 49),
+                ] {
+                    let case = format!("{arch} flash={flash_attention} {what}");
+                    let mut reusing = reuse_session(&model, 4);
+                    reusing.feed(&tokens).expect("first prompt");
+                    let stats = reusing.feed(prompt).expect("second prompt");
+                    assert_eq!(stats.moved, expect_moved, "{case}: {stats:?}");
+                    assert_eq!(stats.reused, 10 + expect_moved, "{case}: {stats:?}");
+                    assert_eq!(stats.evaluated, prompt.len() - stats.reused, "{case}");
+                    assert_eq!(reusing.tokens(), &prompt[..], "{case}");
+                    let mut fresh = reuse_session(&model, 0);
+                    fresh.feed(prompt).expect("fresh prompt");
+                    let n = prompt.len();
+                    let (keys, values) = reusing.cache().unwrap().read_rows(&hp, 0, 0, n);
+                    let (fresh_keys, fresh_values) = fresh.cache().unwrap().read_rows(&hp, 0, 0, n);
+                    assert_eq!(values, fresh_values, "{case}: values of layer 0");
+                    let worst = keys
+                        .iter()
+                        .zip(&fresh_keys)
+                        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                        .fold(0.0f32, f32::max);
+                    assert!(worst < 4e-3, "{case}: keys of layer 0 differ by {worst}");
+                    // The session works on: feeding its own prompt again costs nothing.
+                    let again = reusing.feed(prompt).expect("same prompt");
+                    assert_eq!(again.evaluated, 0, "{case}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn without_reuse_nothing_moves() {
+        let model = tiny_model(lmrs_fixtures::tiny::TinyArch::Qwen2, true);
+        let tokens: Vec<TokenId> = (0..40).collect();
+        let deleted: Vec<TokenId> = [&tokens[..10], &tokens[20..]].concat();
+        let mut session = reuse_session(&model, 0);
+        session.feed(&tokens).unwrap();
+        let stats = session.feed(&deleted).unwrap();
+        assert_eq!((stats.reused, stats.moved, stats.evaluated), (10, 0, 20));
     }
 }

@@ -162,6 +162,7 @@ fn compare_model(model_file: &str, reference_file: &str) -> Option<Summary> {
             n_ctx: (longest + N_STEPS + 1).next_multiple_of(256),
             n_batch: 512,
             n_threads: THREADS,
+            cache_reuse_min_tokens: 0,
         },
     )
     .expect("session");

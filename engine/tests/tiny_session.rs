@@ -768,6 +768,7 @@ fn bad_prompts_are_errors() {
                 n_ctx: 0,
                 n_batch: 8,
                 n_threads: 1,
+                cache_reuse_min_tokens: 0,
             },
         );
         assert!(matches!(bad, Err(InferError::InvalidParams(_))), "{arch}");

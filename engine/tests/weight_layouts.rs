@@ -39,6 +39,7 @@ fn logits_after(model: &Arc<Model>, prompt: &[TokenId], n_batch: usize) -> Vec<f
             n_ctx: 512,
             n_batch,
             n_threads: 2,
+            cache_reuse_min_tokens: 0,
         },
     )
     .expect("session");

@@ -864,6 +864,25 @@ impl<'ctx> Tensor<'ctx> {
         Ok(())
     }
 
+    /// Copies the tensor's raw data (any type) into `bytes`, resized to its size in bytes.
+    pub fn read_bytes_into(&self, bytes: &mut Vec<u8>) -> Result<(), GgmlError> {
+        if !self.has_data() {
+            return Err(GgmlError::SizeMismatch {
+                name: self.name(),
+                expected: self.nbytes(),
+                actual: 0,
+            });
+        }
+        let size = self.nbytes();
+        bytes.resize(size, 0);
+        // SAFETY: the tensor has memory of `size` bytes and `bytes` holds exactly `size`. Nothing
+        // writes the tensor meanwhile: writes need its context, which is on this thread or gone.
+        unsafe {
+            sys::ggml_backend_tensor_get(self.raw.as_ptr(), bytes.as_mut_ptr().cast(), 0, size)
+        };
+        Ok(())
+    }
+
     /// The tensor's name.
     pub fn name(&self) -> String {
         let raw = &self.get().name;

@@ -123,6 +123,12 @@ pub(crate) struct Config {
     /// prompt at its end while the editor debounces its request. Both only use time no request
     /// needs (a request stops them at once). Default true.
     pub(crate) prefetch_next: bool,
+    /// Shortest run of prompt tokens, already evaluated at another position, that is moved there
+    /// in the KV cache instead of evaluated again when the prompt changes before it (a context
+    /// chunk swapped, a line finished before an unchanged suffix); 0 turns this off. The moved
+    /// tokens keep what they attended to before the change, so suggestions can differ slightly
+    /// from a fresh evaluation's. Default 64 (measurements: docs/performance.md).
+    pub(crate) cache_reuse_tokens: usize,
     /// When the model file to load does not exist and is the default model or a catalogue model's
     /// file in [`models_dir`], download it (as `lmrs pull` would, with `$/progress` in the editor)
     /// and then load it. Default false: the server says which `lmrs pull` to run instead.
@@ -135,6 +141,7 @@ impl Default for Config {
             model_path: None,
             threads: default_threads(),
             context_size: 2048,
+            cache_reuse_tokens: 64,
             max_tokens: 64,
             temperature: 0.0,
             prefix_tokens: 384,
@@ -278,6 +285,7 @@ impl Config {
         self.resolved_model_path() != other.resolved_model_path()
             || self.threads != other.threads
             || self.context_size != other.context_size
+            || self.cache_reuse_tokens != other.cache_reuse_tokens
     }
 }
 

@@ -1,7 +1,7 @@
 //! What every architecture provides to a session: the [`Architecture`] trait (hyperparameters and
 //! the forward graph of one batch) and the graph inputs of a batch ([`BatchInputs`]).
 
-use ggml_sys::{Context, Graph, Tensor};
+use ggml_sys::{Context, Graph, RopeParams, Tensor};
 
 use crate::hparams::Hyperparameters;
 use crate::kv_cache::KvTensors;
@@ -47,4 +47,30 @@ pub(crate) trait Architecture: Send + Sync {
         cache: &KvTensors<'a>,
         batch: &BatchInputs<'a>,
     ) -> Tensor<'a>;
+
+    /// How cached keys follow their tokens to other positions (see [`PositionShift`]).
+    fn position_shift(&self) -> PositionShift;
+}
+
+/// How the keys and values cached for a token can be moved to another position, which is what
+/// reusing cached chunks at new positions needs ([`crate::cache_reuse`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PositionShift {
+    /// Keys carry rotary embeddings whose angles are linear in the position: moving a key by `d`
+    /// positions is rotating it by `d` with the same parameters.
+    Rope(RopeParams),
+    /// Cached entries cannot be moved (absolute position embeddings, rotations that also scale).
+    Unsupported,
+}
+
+impl PositionShift {
+    /// The shift for keys rotated with `rope`: supported while the rotation composes over
+    /// positions, i.e. without YaRN's magnitude scaling (which a second rotation would apply twice).
+    pub(crate) fn for_rope(rope: &RopeParams) -> PositionShift {
+        if rope.ext_factor == 0.0 && rope.attn_factor == 1.0 {
+            PositionShift::Rope(*rope)
+        } else {
+            PositionShift::Unsupported
+        }
+    }
 }

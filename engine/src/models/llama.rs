@@ -8,7 +8,7 @@ use ggml_sys::{Context, Graph, Tensor, ROPE_TYPE_NORMAL};
 use crate::error::LoadError;
 use crate::hparams::Hyperparameters;
 use crate::kv_cache::KvTensors;
-use crate::models::architecture::{Architecture, BatchInputs};
+use crate::models::architecture::{Architecture, BatchInputs, PositionShift};
 use crate::models::blocks::{self, DecoderConfig, DecoderWeights};
 use crate::weights::{WeightBinder, WeightTensors};
 
@@ -49,6 +49,10 @@ impl Architecture for Llama {
             cache,
             batch,
         )
+    }
+
+    fn position_shift(&self) -> PositionShift {
+        PositionShift::for_rope(&self.config.rope)
     }
 }
 

@@ -10,7 +10,7 @@ mod blocks;
 mod llama;
 mod qwen2;
 
-pub(crate) use architecture::{Architecture, BatchInputs};
+pub(crate) use architecture::{Architecture, BatchInputs, PositionShift};
 
 use crate::error::LoadError;
 use crate::weights::WeightBinder;

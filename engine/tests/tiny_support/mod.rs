@@ -118,6 +118,7 @@ pub fn session(model: &Arc<Model>, n_ctx: usize, n_batch: usize) -> Session {
             n_ctx,
             n_batch,
             n_threads: 1,
+            cache_reuse_min_tokens: 0,
         },
     )
     .expect("creating a session")

@@ -63,6 +63,7 @@ pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
         threads: cfg.threads,
         context_size: cfg.context_size,
         batch_tokens: PROMPT_BATCH_TOKENS,
+        cache_reuse_tokens: cfg.cache_reuse_tokens,
     };
     let t0 = std::time::Instant::now();
     let mut model = CompletionModel::load(&params)
@@ -109,8 +110,8 @@ pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
         let c = run_completion(&mut model, &input, &cfg, &CancelFlag::new())?;
         crate::outln!("{}", c.items.first().map_or("", String::as_str))?;
         eprintln!(
-            "lmrs: prompt {} tokens (reused {}, evaluated {}) {:.0} ms; generated {} tokens {:.0} ms; total {:.0} ms",
-            c.prompt_tokens, c.stats.reused, c.stats.evaluated, c.stats.prompt_ms, c.stats.generated, c.stats.gen_ms, c.total_ms
+            "lmrs: prompt {} tokens (reused {}, of them moved {}; evaluated {}) {:.0} ms; generated {} tokens {:.0} ms; total {:.0} ms",
+            c.prompt_tokens, c.stats.reused, c.stats.moved, c.stats.evaluated, c.stats.prompt_ms, c.stats.generated, c.stats.gen_ms, c.total_ms
         );
         if let Some(left) = c.prompt_cut {
             eprintln!(

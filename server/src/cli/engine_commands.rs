@@ -408,6 +408,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             n_ctx,
             n_batch: args.n_prompt.max(1),
             n_threads: args.threads,
+            cache_reuse_min_tokens: 0,
         },
     )?;
     // Deterministic pseudo-random tokens (as llama-bench uses random tokens).

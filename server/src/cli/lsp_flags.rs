@@ -20,6 +20,10 @@ pub(crate) struct ConfigArgs {
     /// KV-cache size in tokens [default: 2048]
     #[arg(long, value_name = "TOKENS")]
     context_size: Option<usize>,
+    /// Shortest run of cached prompt tokens moved to its new position instead of evaluated again
+    /// when the prompt changes before it, 0 = off [default: 64]
+    #[arg(long, value_name = "TOKENS")]
+    cache_reuse_tokens: Option<usize>,
     /// Most generated tokens per suggestion [default: 64]
     #[arg(long, value_name = "TOKENS")]
     max_tokens: Option<usize>,
@@ -93,6 +97,7 @@ impl ConfigArgs {
         set!(
             threads,
             context_size,
+            cache_reuse_tokens,
             max_tokens,
             temperature,
             prefix_tokens,

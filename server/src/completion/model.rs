@@ -30,6 +30,9 @@ pub(crate) struct LoadParams {
     pub(crate) context_size: usize,
     /// Prompt tokens evaluated per micro-batch: the prompt deadline is checked between them.
     pub(crate) batch_tokens: usize,
+    /// Shortest cached run moved instead of evaluated again (0 = off; see
+    /// `Config::cache_reuse_tokens`).
+    pub(crate) cache_reuse_tokens: usize,
 }
 
 /// Prompt tokens per micro-batch: as fast as longer batches (Qwen 0.5B, 2 threads: pp128 262,
@@ -197,6 +200,7 @@ impl CompletionModel {
             n_ctx,
             n_batch: params.batch_tokens.clamp(1, n_ctx),
             n_threads: threads,
+            cache_reuse_min_tokens: params.cache_reuse_tokens,
         };
         let session =
             Session::new(Arc::clone(&model), session_params.clone()).map_err(|source| {
@@ -546,6 +550,7 @@ pub(crate) mod test_support {
             threads: 1,
             context_size: 1024,
             batch_tokens,
+            cache_reuse_tokens: crate::config::Config::default().cache_reuse_tokens,
         })
         .unwrap()
     }

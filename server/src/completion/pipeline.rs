@@ -120,6 +120,9 @@ pub(crate) struct CompletionStats {
     /// Prompt tokens found in the KV cache, summed over the alternatives (not a branch's: those
     /// are the request's own tokens).
     pub(crate) reused: usize,
+    /// Of the reused tokens, those whose cache entries moved to a new position (the prompt
+    /// changed before them).
+    pub(crate) moved: usize,
     /// Prompt tokens evaluated.
     pub(crate) evaluated: usize,
     /// Tokens generated.
@@ -265,6 +268,7 @@ pub(crate) fn run_completion(
             result => result?,
         };
         out.stats.reused += generation.stats.prompt.reused;
+        out.stats.moved += generation.stats.prompt.moved;
         out.stats.add_work(&generation.stats);
         debug!(
             generated = ?rules.text(),

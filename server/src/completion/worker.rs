@@ -230,6 +230,7 @@ fn run_job(model: &mut CompletionModel, job: &Job) -> Completion {
         "completion",
         id = %job.id,
         reused = tracing::field::Empty,
+        moved = tracing::field::Empty,
         evaluated = tracing::field::Empty,
         generated = tracing::field::Empty,
         prompt_ms = tracing::field::Empty,
@@ -257,6 +258,7 @@ fn run_job(model: &mut CompletionModel, job: &Job) -> Completion {
     match result {
         Ok(Ok(c)) => {
             span.record("reused", c.stats.reused);
+            span.record("moved", c.stats.moved);
             span.record("evaluated", c.stats.evaluated);
             span.record("generated", c.stats.generated);
             span.record("prompt_ms", c.stats.prompt_ms.round() as u64);
@@ -324,6 +326,7 @@ mod tests {
             threads: 1,
             context_size: 4096,
             batch_tokens: PROMPT_BATCH_TOKENS,
+            cache_reuse_tokens: Config::default().cache_reuse_tokens,
         });
         (worker, loaded)
     }

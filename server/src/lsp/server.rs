@@ -167,6 +167,7 @@ impl Backend {
             threads: cfg.threads,
             context_size: cfg.context_size,
             batch_tokens: PROMPT_BATCH_TOKENS,
+            cache_reuse_tokens: cfg.cache_reuse_tokens,
         };
         let loaded = shared.worker.load(params);
         tokio::spawn(async move {
