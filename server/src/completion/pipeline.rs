@@ -558,6 +558,59 @@ mod tests {
     }
 
     #[test]
+    fn a_swapped_context_chunk_is_evaluated_and_the_file_after_it_is_moved() {
+        let mut model = tiny_model();
+        let cfg = Config {
+            max_tokens: 4,
+            context_tokens: 256,
+            ..Config::default()
+        };
+        let chunk = |name: &str, body: &str| ContextChunk {
+            path: format!("lib/{name}.py"),
+            line: 0,
+            text: format!("def {name}(value):\n    {body}\n"),
+            name: name.to_owned(),
+        };
+        let body = "import lib\n\n\ndef main():\n    x = 1\n    y = lib.scale(x, 3)\n    z = lib.shift(y)\n    return z\n\n\n";
+        let mut run = |context: Vec<ContextChunk>| {
+            let text = format!("{body}    total = ");
+            let rope = Rope::from_str(&text);
+            let input = CompletionInput {
+                ctx: CursorContext::extract(&rope, text.chars().count(), 768, 256),
+                repo_name: Some("demo".into()),
+                rel_path: Some("app/main.py".into()),
+                alternatives: 1,
+                snippet: None,
+                context,
+            };
+            run_completion(&mut model, &input, &cfg, &CancelFlag::new()).unwrap()
+        };
+        let shift = chunk(
+            "shift",
+            "return [v + 1 for v in value]  # moves every element one up",
+        );
+        let scale = chunk(
+            "scale",
+            "return [v * 2 for v in value]  # doubles every element of the list",
+        );
+        let other = chunk("other", "return value");
+        let first = run(vec![scale.clone(), shift.clone()]);
+        assert!(first.stats.evaluated > 60, "{:?}", first.stats);
+        // The first chunk is replaced by a shorter one: the second chunk and the whole file move back.
+        let second = run(vec![other, shift]);
+        assert!(
+            second.stats.moved > 40,
+            "the file after the swapped chunk moves: {:?}",
+            second.stats
+        );
+        assert!(
+            second.stats.evaluated < 30,
+            "only the new chunk and the end of the prompt are evaluated: {:?}",
+            second.stats
+        );
+    }
+
+    #[test]
     fn cancelled_completion_is_empty() {
         let mut model = tiny_model();
         let cancel = CancelFlag::new();

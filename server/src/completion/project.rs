@@ -101,6 +101,8 @@ pub(crate) struct ProjectIndex {
     /// Module name (a file's stem, or its folder's name for `__init__.py` / `mod.rs` / `index.*`)
     /// → the files.
     by_module: HashMap<String, Vec<Arc<str>>>,
+    /// For each file indexed from disk, where it is (see [`ProjectIndex::nearby_files`]).
+    on_disk: HashMap<Arc<str>, Arc<Path>>,
 }
 
 /// Lines of a module's outline in a prompt.
@@ -184,6 +186,9 @@ impl ProjectIndex {
                 });
         }
         let count = names.len();
+        if let Some(file) = on_disk {
+            self.on_disk.insert(Arc::clone(&path), file);
+        }
         self.names_by_file.insert(path, names);
         count
     }
@@ -194,6 +199,7 @@ impl ProjectIndex {
             return;
         };
         self.outlines.remove(path);
+        self.on_disk.remove(path);
         if let Some(module) = module_name(path) {
             if let Some(files) = self.by_module.get_mut(module) {
                 files.retain(|f| &**f != path);
@@ -303,6 +309,32 @@ impl ProjectIndex {
             .flat_map(|(name, found)| found.iter().map(move |d| (name.as_str(), d)))
     }
 
+    /// Files on disk near `current` (a path relative to its workspace folder), where code like
+    /// the code being written is likeliest: the other files of its folder, then those of the
+    /// folders beside it (same parent), at most `max`, in path order within each tier.
+    pub(crate) fn nearby_files(&self, current: &str, max: usize) -> Vec<(String, Arc<Path>)> {
+        let folder = directory(current);
+        let parent = directory(folder);
+        let mut same_folder = Vec::new();
+        let mut beside = Vec::new();
+        for (path, file) in &self.on_disk {
+            if &**path == current {
+                continue;
+            }
+            let dir = directory(path);
+            if dir == folder {
+                same_folder.push((path.to_string(), Arc::clone(file)));
+            } else if !folder.is_empty() && directory(dir) == parent {
+                beside.push((path.to_string(), Arc::clone(file)));
+            }
+        }
+        same_folder.sort();
+        beside.sort();
+        same_folder.extend(beside);
+        same_folder.truncate(max);
+        same_folder
+    }
+
     /// Number of indexed files.
     #[cfg(test)]
     pub(crate) fn files(&self) -> usize {
@@ -390,7 +422,7 @@ pub(crate) fn relative_path(root: &Path, path: &Path) -> Option<String> {
 
 /// The text of a file worth indexing: UTF-8, no NUL byte (binary), and not minified (a few very
 /// long lines).
-fn source_text(bytes: &[u8]) -> Option<&str> {
+pub(crate) fn source_text(bytes: &[u8]) -> Option<&str> {
     if bytes.contains(&0) {
         return None;
     }
@@ -498,5 +530,37 @@ mod tests {
         std::fs::write(root.join("util.py"), "import os\n").unwrap();
         assert!(index.provided("parse", &[], "main.py").is_empty());
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn nearby_files_are_the_folder_s_then_the_neighbouring_folders() {
+        let mut index = ProjectIndex::default();
+        for path in [
+            "pkg/core/a.py",
+            "pkg/core/b.py",
+            "pkg/core/c.py",
+            "pkg/net/d.py",
+            "pkg/e.py",
+            "other/f.py",
+        ] {
+            index.update_file_on_disk(path, Path::new(path), "def f():\n    pass\n");
+        }
+        // Indexed from text (an open document's): not a file to read.
+        index.update_file("pkg/core/open.py", "def g():\n    pass\n");
+        let near = |index: &ProjectIndex, current: &str, max: usize| -> Vec<String> {
+            index
+                .nearby_files(current, max)
+                .into_iter()
+                .map(|(path, _)| path)
+                .collect()
+        };
+        assert_eq!(
+            near(&index, "pkg/core/b.py", 8),
+            ["pkg/core/a.py", "pkg/core/c.py", "pkg/net/d.py"]
+        );
+        assert_eq!(near(&index, "pkg/core/b.py", 1), ["pkg/core/a.py"]);
+        assert_eq!(near(&index, "top.py", 8), Vec::<String>::new());
+        index.remove_file("pkg/core/a.py");
+        assert_eq!(near(&index, "pkg/core/b.py", 1), ["pkg/core/c.py"]);
     }
 }

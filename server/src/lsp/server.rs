@@ -524,6 +524,11 @@ impl Backend {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = workspace.1.clone().unwrap_or_default();
         let lookup = |name: &str| project.provided(name, &open, &current);
+        let mut open_texts = open_texts;
+        if cfg.context_tokens > 0 && cfg.context_workspace && !current.is_empty() {
+            // Similar code may also be in files of the project nobody opened: those near this one.
+            open_texts.extend(nearby_file_texts(&project, &current, &open_texts, cfg));
+        }
         let input = CompletionInput::at_cursor(
             rope,
             cursor,
@@ -1005,3 +1010,32 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     }
     transport.finish().await
 }
+
+/// Files the workspace index holds near `current` that are not open (at most
+/// [`MAX_NEARBY_FILES`], each at most the index's file size cap), read from disk, to search for
+/// code like the code at the cursor.
+fn nearby_file_texts(
+    project: &ProjectIndex,
+    current: &str,
+    open: &[(String, Arc<str>)],
+    cfg: &Config,
+) -> Vec<(String, Arc<str>)> {
+    project
+        .nearby_files(current, MAX_NEARBY_FILES + open.len())
+        .into_iter()
+        .filter(|(path, _)| !open.iter().any(|(p, _)| p == path))
+        .filter_map(|(path, file)| {
+            let size = std::fs::metadata(&file).ok()?.len();
+            if size > cfg.index_max_file_bytes {
+                return None;
+            }
+            let bytes = std::fs::read(&file).ok()?;
+            let text = crate::completion::project::source_text(&bytes)?;
+            Some((path, Arc::from(text)))
+        })
+        .take(MAX_NEARBY_FILES)
+        .collect()
+}
+
+/// Files near the current one, besides the open documents, searched for similar code.
+const MAX_NEARBY_FILES: usize = 4;
