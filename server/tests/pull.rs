@@ -677,7 +677,7 @@ fn without_auto_pull_nothing_is_downloaded_and_the_message_names_the_command() {
     let msg = c.notification("window/showMessage", Duration::from_secs(20));
     let text = msg["params"]["message"].as_str().unwrap();
     assert!(
-        text.contains("run `lmrs pull qwen2.5-coder:0.5b` to download it"),
+        text.contains("run `lmrs pull qwen2.5-coder:1.5b` to download it"),
         "{text}"
     );
     c.shutdown();
@@ -689,7 +689,7 @@ fn without_auto_pull_nothing_is_downloaded_and_the_message_names_the_command() {
 #[test]
 fn a_failed_auto_pull_is_shown_with_its_reason_and_the_command() {
     // The default model's name on the hub, but another file than the catalogue pins.
-    let entry = &lmrs_lsp::pull::catalogue::CATALOGUE[0];
+    let entry = lmrs_lsp::pull::catalogue::default_entry();
     let fake = FakeHub::start();
     fake.add(&format!("{}/{}", entry.repo, entry.file), tiny_gguf(7));
     let models = temp_dir("auto-pull-fails").join("models");
@@ -698,9 +698,9 @@ fn a_failed_auto_pull_is_shown_with_its_reason_and_the_command() {
     let msg = c.notification("window/showMessage", Duration::from_secs(20));
     let text = msg["params"]["message"].as_str().unwrap();
     assert!(
-        text.contains("downloading qwen2.5-coder:0.5b failed")
+        text.contains("downloading qwen2.5-coder:1.5b failed")
             && text.contains("the catalogue pins")
-            && text.contains("run `lmrs pull qwen2.5-coder:0.5b`"),
+            && text.contains("run `lmrs pull qwen2.5-coder:1.5b`"),
         "{text}"
     );
     let end = c.wait_progress_end("lmrs/pull/", Duration::from_secs(5));
@@ -735,7 +735,7 @@ fn stalling_hub() -> (String, std::sync::mpsc::Sender<()>) {
                 }
             }
             // The default model's pinned sha256, so the download goes ahead.
-            let pinned = lmrs_lsp::pull::catalogue::CATALOGUE[0].sha256.unwrap();
+            let pinned = lmrs_lsp::pull::catalogue::default_entry().sha256.unwrap();
             let etag = format!("\"{pinned}\"");
             let headers = [("ETag", etag.as_str()), ("Content-Length", "10000000")];
             let _ = write_head(&mut stream, "200 OK", &headers);
@@ -776,7 +776,7 @@ fn the_server_exits_at_once_while_an_auto_pull_is_still_downloading() {
         Duration::from_secs(20),
     );
     // Some bytes arrived: the download is under way.
-    let part = part_path(&models.join(lmrs_lsp::pull::catalogue::CATALOGUE[0].file));
+    let part = part_path(&models.join(lmrs_lsp::pull::catalogue::default_entry().file));
     let started = std::time::Instant::now();
     while !part.exists() && started.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));

@@ -174,7 +174,7 @@ async function pullModel(name?: string): Promise<void> {
   const model =
     name ??
     status.pullName ??
-    (await vscode.window.showInputBox({ prompt: 'lmrs pull: model name (lmrs pull --list shows them)', value: 'qwen2.5-coder:0.5b' }));
+    (await vscode.window.showInputBox({ prompt: 'lmrs pull: model name (lmrs pull --list shows them)', value: 'qwen2.5-coder:1.5b' }));
   if (!model) return;
   const write = new vscode.EventEmitter<string>();
   const done = new vscode.EventEmitter<number | void>();

@@ -11,7 +11,7 @@ use crate::config::{Config, FimOrder};
 /// `workspace/didChangeConfiguration` override them in the server).
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct ConfigArgs {
-    /// GGUF model file [default: $LMRS_MODEL_DIR/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf]
+    /// GGUF model file [default: $LMRS_MODEL_DIR/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf]
     #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
     /// Engine threads, at most the CPUs [default: physical cores, at most 8]

@@ -25,7 +25,7 @@ pub(crate) fn list() -> anyhow::Result<()> {
         outln!(
             "no models in {} (`lmrs pull {}` gets the default model)",
             dir.display(),
-            catalogue::CATALOGUE[0].name
+            catalogue::default_entry().name
         )?;
         return Ok(());
     }

@@ -44,7 +44,7 @@ pub fn is_loadable(architecture: &str) -> bool {
 const MB: u64 = 1_000_000;
 
 /// The catalogue, smallest first within each family. The default model (what the server loads when
-/// no model is configured) is the first entry.
+/// no model is configured) is [`default_entry`].
 pub const CATALOGUE: &[CatalogueEntry] = &[
     // Qwen2.5-Coder Instruct, the official GGUF repositories. The 0.5B and 1.5B sha256 are the
     // files' own (the same files `shared/fetch-models.sh` assembles); the 3B and 7B are not pinned.
@@ -141,6 +141,13 @@ pub fn by_file_name(file_name: &str) -> Option<&'static CatalogueEntry> {
     CATALOGUE.iter().find(|entry| entry.file == file_name)
 }
 
+/// The model the server loads when no model path is set (the catalogue entry of
+/// [`crate::config::DEFAULT_MODEL_FILE`]).
+pub fn default_entry() -> &'static CatalogueEntry {
+    by_file_name(crate::config::DEFAULT_MODEL_FILE)
+        .expect("the default model is in the catalogue (checked by a test)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,11 +173,11 @@ mod tests {
 
     #[test]
     fn the_default_model_is_in_the_catalogue_and_loadable() {
-        let entry = by_file_name(crate::config::DEFAULT_MODEL_FILE).unwrap();
-        assert_eq!(entry.name, "qwen2.5-coder:0.5b");
-        assert_eq!(CATALOGUE[0], *entry);
-        assert!(entry.loadable() && entry.fim);
-        assert_eq!(by_name("Qwen2.5-Coder:0.5B"), Some(entry));
+        let entry = default_entry();
+        assert_eq!(entry.name, "qwen2.5-coder:1.5b");
+        assert_eq!(entry.file, crate::config::DEFAULT_MODEL_FILE);
+        assert!(entry.loadable() && entry.fim && entry.sha256.is_some());
+        assert_eq!(by_name("Qwen2.5-Coder:1.5B"), Some(entry));
         assert!(!by_name("starcoder2:3b").unwrap().loadable());
         assert!(by_name("deepseek-coder:1.3b").unwrap().loadable());
     }

@@ -28,7 +28,7 @@ pub fn missing_model_hint(path: &Path) -> String {
         ),
         None => format!(
             "run `lmrs pull {}` to get the default model, which is loaded when no model path is set",
-            catalogue::CATALOGUE[0].name
+            catalogue::default_entry().name
         ),
     }
 }
@@ -68,22 +68,22 @@ mod tests {
         let default = models_dir().join(DEFAULT_MODEL_FILE);
         assert_eq!(
             missing_model_hint(&default),
-            "run `lmrs pull qwen2.5-coder:0.5b` to download it"
+            "run `lmrs pull qwen2.5-coder:1.5b` to download it"
         );
-        let elsewhere = Path::new("/x/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
+        let elsewhere = Path::new("/x/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
         assert!(missing_model_hint(elsewhere)
-            .starts_with("run `lmrs pull qwen2.5-coder:1.5b` and set the model path to "));
+            .starts_with("run `lmrs pull qwen2.5-coder:0.5b` and set the model path to "));
         assert!(missing_model_hint(Path::new("/x/mine.gguf"))
-            .starts_with("run `lmrs pull qwen2.5-coder:0.5b` to get the default model"));
+            .starts_with("run `lmrs pull qwen2.5-coder:1.5b` to get the default model"));
     }
 
     #[test]
     fn only_runnable_catalogue_files_in_the_models_folder_are_pulled_by_the_server() {
         let dir = models_dir();
         let default = auto_pull_entry(&dir.join(DEFAULT_MODEL_FILE)).unwrap();
-        assert_eq!(default.name, "qwen2.5-coder:0.5b");
-        let bigger = auto_pull_entry(&dir.join("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"));
-        assert_eq!(bigger.unwrap().name, "qwen2.5-coder:1.5b");
+        assert_eq!(default.name, "qwen2.5-coder:1.5b");
+        let smaller = auto_pull_entry(&dir.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"));
+        assert_eq!(smaller.unwrap().name, "qwen2.5-coder:0.5b");
         // Elsewhere, unknown, or a model this lmrs cannot run: never.
         assert!(auto_pull_entry(Path::new("/x/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")).is_none());
         assert!(auto_pull_entry(&dir.join("mine.gguf")).is_none());
