@@ -46,10 +46,10 @@ const MAX_CANDIDATES: usize = 16;
 /// Tokens an anchor (the lookup key of a run's start) spans at most.
 const MAX_ANCHOR: usize = 8;
 
-/// Runs of `cached[keep..]` that reappear in `prompt[keep..]`, at least `min_len` tokens long,
-/// in prompt order and not overlapping in the prompt. The prompt's last token is never part of a
-/// run: its logits are what the evaluation is for. `keep` is the prefix both share (it stays in
-/// place). `min_len == 0` disables reuse.
+/// Runs of `cached[keep..]` that reappear in `prompt[keep..limit]`, at least `min_len` tokens
+/// long, in prompt order and not overlapping in the prompt. The prompt's last token is never part
+/// of a run: its logits are what the evaluation is for. `keep` is the prefix both share (it stays
+/// in place); from `limit` on everything is evaluated. `min_len == 0` disables reuse.
 ///
 /// Greedy from the left: at each prompt position the longest cached run starting with the same
 /// tokens is taken (the closest one on ties, so that nothing moves when nothing has to); a position
@@ -59,13 +59,14 @@ pub(crate) fn plan_reuse(
     prompt: &[TokenId],
     keep: usize,
     min_len: usize,
+    limit: usize,
 ) -> Vec<ReusedRun> {
     let mut runs = Vec::new();
     if min_len == 0 || prompt.len() < 2 || keep >= cached.len() {
         return runs;
     }
     // The last prompt token is evaluated whatever happens.
-    let end = prompt.len() - 1;
+    let end = (prompt.len() - 1).min(limit);
     if keep >= end || end - keep < min_len {
         return runs;
     }
@@ -163,7 +164,7 @@ mod tests {
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len() - 1);
-        plan_reuse(&cached, &prompt, keep, min_len)
+        plan_reuse(&cached, &prompt, keep, min_len, prompt.len())
             .into_iter()
             .map(|r| (r.from, r.to, r.len))
             .collect()
@@ -224,6 +225,21 @@ mod tests {
         assert_eq!(plan("AAAABBBBCCCC!", "AAAACCCC!", 0), []);
         assert_eq!(plan("AAAA", "AAAAB", 1), []);
         assert_eq!(plan("AAAABBBB", "AAAAB", 1), []);
+    }
+
+    #[test]
+    fn nothing_from_the_limit_on_is_reused() {
+        let (cached, prompt) = (tokens("AAAABBBBCCCC|DDDD!"), tokens("AAAACCCC|DDDD!"));
+        let plan = |limit| {
+            plan_reuse(&cached, &prompt, 4, 3, limit)
+                .into_iter()
+                .map(|r| (r.from, r.to, r.len))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(plan(prompt.len()), [(8, 4, 9)]);
+        // A limit at the "|": the run stops before it, and "|DDDD" is evaluated.
+        assert_eq!(plan(8), [(8, 4, 4)]);
+        assert_eq!(plan(6), []);
     }
 
     #[test]

@@ -33,6 +33,11 @@ pub struct SessionParams {
     /// evaluating again, when a prompt changes before it (see the `cache_reuse` module); `0`
     /// (the default) evaluates everything after the common prefix, as a fresh session would.
     pub cache_reuse_min_tokens: usize,
+    /// With reuse on, cached runs are only reused before the first occurrence of this token in a
+    /// prompt; what follows it is evaluated again after any change before it. Meant for a FIM
+    /// prompt's suffix marker: the suffix's cached entries attended to the line that is now being
+    /// completed, and moved to the new prompt they make the model skip that line.
+    pub cache_reuse_fence: Option<TokenId>,
 }
 
 impl Default for SessionParams {
@@ -42,6 +47,7 @@ impl Default for SessionParams {
             n_batch: 512,
             n_threads: 0,
             cache_reuse_min_tokens: 0,
+            cache_reuse_fence: None,
         }
     }
 }
@@ -425,7 +431,14 @@ impl Session {
             return Vec::new();
         }
         match self.model.architecture().position_shift() {
-            PositionShift::Rope(_) => cache_reuse::plan_reuse(&self.tokens, prompt, keep, min_len),
+            PositionShift::Rope(_) => {
+                let limit = self
+                    .params
+                    .cache_reuse_fence
+                    .and_then(|fence| prompt.iter().position(|&t| t == fence))
+                    .unwrap_or(prompt.len());
+                cache_reuse::plan_reuse(&self.tokens, prompt, keep, min_len, limit)
+            }
             PositionShift::Unsupported => Vec::new(),
         }
     }
@@ -1010,6 +1023,7 @@ mod tests {
             n_batch: 16,
             n_threads: 1,
             cache_reuse_min_tokens: min_tokens,
+            cache_reuse_fence: None,
         };
         Session::new(Arc::clone(model), params).expect("session")
     }

@@ -163,6 +163,7 @@ fn compare_model(model_file: &str, reference_file: &str) -> Option<Summary> {
             n_batch: 512,
             n_threads: THREADS,
             cache_reuse_min_tokens: 0,
+            cache_reuse_fence: None,
         },
     )
     .expect("session");

@@ -298,6 +298,7 @@ fn run_case(dir: &TempDir, index: usize, case: &Case, tally: &mut Tally) {
         n_batch: case.n_batch,
         n_threads: 1,
         cache_reuse_min_tokens: 0,
+        cache_reuse_fence: None,
     };
     let mut session = match Session::new(model, session_params) {
         Ok(session) => session,

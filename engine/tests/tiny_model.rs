@@ -343,6 +343,7 @@ fn load_and_run(path: &Path, bytes: &[u8]) -> Result<bool, String> {
                     n_batch: 4,
                     n_threads: 1,
                     cache_reuse_min_tokens: 0,
+                    cache_reuse_fence: None,
                 };
                 if let Ok(mut session) = Session::new(Arc::clone(&model), params) {
                     let _ = session.feed(&[1, 2, 3, 4, 5]);

@@ -769,6 +769,7 @@ fn bad_prompts_are_errors() {
                 n_batch: 8,
                 n_threads: 1,
                 cache_reuse_min_tokens: 0,
+                cache_reuse_fence: None,
             },
         );
         assert!(matches!(bad, Err(InferError::InvalidParams(_))), "{arch}");

@@ -40,6 +40,7 @@ fn logits_after(model: &Arc<Model>, prompt: &[TokenId], n_batch: usize) -> Vec<f
             n_batch,
             n_threads: 2,
             cache_reuse_min_tokens: 0,
+            cache_reuse_fence: None,
         },
     )
     .expect("session");

@@ -119,6 +119,7 @@ pub fn session(model: &Arc<Model>, n_ctx: usize, n_batch: usize) -> Session {
             n_batch,
             n_threads: 1,
             cache_reuse_min_tokens: 0,
+            cache_reuse_fence: None,
         },
     )
     .expect("creating a session")

@@ -409,6 +409,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             n_batch: args.n_prompt.max(1),
             n_threads: args.threads,
             cache_reuse_min_tokens: 0,
+            cache_reuse_fence: None,
         },
     )?;
     // Deterministic pseudo-random tokens (as llama-bench uses random tokens).

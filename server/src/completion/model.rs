@@ -201,6 +201,8 @@ impl CompletionModel {
             n_batch: params.batch_tokens.clamp(1, n_ctx),
             n_threads: threads,
             cache_reuse_min_tokens: params.cache_reuse_tokens,
+            // A FIM prompt's suffix is evaluated again after a change before it (see the field).
+            cache_reuse_fence: model.tokenizer().fim().suffix,
         };
         let session =
             Session::new(Arc::clone(&model), session_params.clone()).map_err(|source| {
