@@ -392,6 +392,14 @@ fn compile(ggml: &Path, out_dir: &Path) {
         openmp: use_openmp(&target_os),
     };
 
+    if mode == Mode::Dispatch && !matches!(target_os.as_str(), "linux" | "android" | "freebsd") {
+        // The renaming reads symbols and COMDAT groups with ELF binutils; Mach-O and COFF objects
+        // would need llvm-objcopy and other readers (untested).
+        panic!(
+            "ggml-sys: the `dispatch` feature supports ELF targets (Linux) only so far; \
+             build for {target_os} with `portable` instead"
+        );
+    }
     let variants: Vec<Variant> = match mode {
         Mode::Dispatch => dispatch_variants(&target_arch),
         Mode::Native | Mode::Portable => vec![single_variant(mode, &target_arch)],
