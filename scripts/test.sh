@@ -26,6 +26,15 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== cargo test (release)"
 cargo test --release --workspace
 
+# Run-time CPU dispatch: ggml-sys alone, with three of its variants, in the same target dir (its
+# artifacts for other features sit beside the native ones, and no lmrs binary is rebuilt): the
+# selection tests and every variant this CPU supports computing the same numbers as the lowest.
+# The model-level and qemu checks need a whole dispatch build of lmrs; see scripts/test-cpu-variants.sh.
+echo "== ggml-sys with run-time CPU dispatch"
+variants=x86-64-v2,x86-64-v3,x86-64-v4-vnni
+[ "$(uname -m)" = x86_64 ] || variants= # elsewhere: that target's default set
+GGML_SYS_VARIANTS=${GGML_SYS_VARIANTS:-$variants} cargo test --release -p ggml-sys --features dispatch
+
 if [ -x editors/test.sh ]; then
   echo "== editor tests"
   LMRS_BIN="$root/target/release/lmrs" LMRS_MODEL="$LMRS_MODEL_DIR/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" editors/test.sh

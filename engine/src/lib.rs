@@ -50,3 +50,28 @@ pub use weights::IN_PLACE_MIN_BATCH;
 pub fn cpu_features() -> String {
     ggml_sys::cpu_features()
 }
+
+/// Which build of GGML's CPU backend runs and why, e.g. `x86-64-v4-vnni (auto; built: ...)`.
+/// A `dispatch` build holds several and picks the best the CPU supports (`LMRS_CPU_VARIANT`
+/// overrides); other builds hold one, `native` or `portable`.
+pub fn cpu_variant() -> String {
+    ggml_sys::cpu_variant()
+}
+
+/// The name of the CPU variant that runs (`x86-64-v3`, `native`, ...).
+pub fn cpu_variant_name() -> &'static str {
+    ggml_sys::cpu_variant::selected().name
+}
+
+/// Names of the CPU variants this binary holds that this CPU can run, lowest first.
+pub fn supported_cpu_variants() -> Vec<&'static str> {
+    ggml_sys::cpu_variant::supported_variants()
+        .iter()
+        .map(|v| v.name)
+        .collect()
+}
+
+/// Whether this binary holds several CPU variants chosen at run time (`ggml-sys/dispatch`).
+pub fn cpu_dispatch_build() -> bool {
+    ggml_sys::cpu_variant::is_dispatch_build()
+}

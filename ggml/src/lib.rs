@@ -13,6 +13,12 @@
 //! - [`GraphAllocator`]: places a graph's intermediate tensors in a reusable CPU buffer;
 //! - [`CpuBackend`]: runs graphs on a persistent thread pool with an abort flag that cancellation sets.
 //!
+//! # CPU variants
+//! Every call into GGML's CPU backend (initialisation, backend and thread-pool creation, the
+//! `ggml_cpu_has_*` probes, the registry entry) goes through [`cpu_variant::selected`]'s table,
+//! never through `sys`: a `dispatch` build holds the backend once per ISA level under renamed
+//! symbols, and the process picks one before its first GGML call ([`cpu_variant`]).
+//!
 //! # Threads
 //! GGML keeps no locks: a context's arena, a tensor's fields and a buffer's memory must never be
 //! written on one thread while another thread uses them. The types say who may write:
@@ -52,6 +58,8 @@ use std::sync::{Arc, Once};
 pub mod sys {
     include!("bindings.rs");
 }
+
+pub mod cpu_variant;
 
 /// Errors of the safe layer.
 #[derive(Debug, thiserror::Error)]
@@ -123,10 +131,13 @@ const TENSOR_ALIGNMENT: usize = 32;
 
 static INIT: Once = Once::new();
 
-/// One-time GGML set-up: routes GGML's log lines to nothing below warnings, replaces GGML's fatal
-/// error report (see [`fatal_error_callback`]) and initialises CPU tables.
+/// One-time GGML set-up: picks the CPU variant (before any GGML code runs, so a CPU below every
+/// variant gets an error, not SIGILL), routes GGML's log lines to nothing below warnings, replaces
+/// GGML's fatal error report (see [`fatal_error_callback`]), initialises the variant's CPU tables
+/// and registers its CPU backend with GGML's registry.
 fn init_once() {
     INIT.call_once(|| {
+        let api = cpu_variant::selected().api;
         // SAFETY: `log_callback` is a valid `extern "C"` function for the whole program and ignores
         // its user data, so a null pointer is fine.
         unsafe { sys::ggml_log_set(Some(log_callback), std::ptr::null_mut()) };
@@ -135,7 +146,17 @@ fn init_once() {
         // GGML's default) is not needed again.
         unsafe { sys::ggml_set_abort_callback(Some(fatal_error_callback)) };
         // SAFETY: `ggml_cpu_init` takes no arguments and is idempotent; it fills lookup tables.
-        unsafe { sys::ggml_cpu_init() };
+        unsafe { (api.cpu_init)() };
+        // A `dispatch` build compiles ggml-base without GGML_USE_CPU, so GGML's registry starts
+        // without a CPU backend: add the selected variant's. A single-variant build's registry
+        // already holds it (the same object), which the lookup by name finds.
+        // SAFETY: the name is a NUL-terminated literal; the registry and the variant's `reg` are
+        // static for the whole program, and registering happens once, inside this `Once`.
+        unsafe {
+            if sys::ggml_backend_reg_by_name(c"CPU".as_ptr()).is_null() {
+                sys::ggml_backend_register((api.backend_cpu_reg)());
+            }
+        }
     });
 }
 
@@ -286,6 +307,7 @@ impl Context {
     /// `graph_size` nodes.
     /// Fails when the metadata arena cannot be allocated (GGML itself would abort).
     pub fn new(n_tensors: usize, graph_size: usize) -> Result<Context, GgmlError> {
+        init_once();
         let too_large = GgmlError::ContextAllocation { bytes: usize::MAX };
         let bytes = metadata_size(n_tensors, graph_size).ok_or(too_large)?;
         let arena_layout = std::alloc::Layout::from_size_align(bytes, ARENA_ALIGNMENT)
@@ -1130,7 +1152,7 @@ fn repack_buffer_type() -> Option<sys::ggml_backend_buffer_type_t> {
     // SAFETY: the CPU registry is static; the proc address is a function with the documented type or
     // null.
     unsafe {
-        let reg = sys::ggml_backend_cpu_reg();
+        let reg = (cpu_variant::selected().api.backend_cpu_reg)();
         let device = sys::ggml_backend_reg_dev_get(reg, 0);
         let proc_address = sys::ggml_backend_reg_get_proc_address(reg, name.as_ptr());
         if proc_address.is_null() || device.is_null() {
@@ -1172,7 +1194,8 @@ pub fn repack_supported(tensor_type: TensorType, dims: [i64; 2]) -> bool {
             return false;
         }
         (*weight.raw.as_ptr()).buffer = dummy;
-        let device = sys::ggml_backend_reg_dev_get(sys::ggml_backend_cpu_reg(), 0);
+        let reg = (cpu_variant::selected().api.backend_cpu_reg)();
+        let device = sys::ggml_backend_reg_dev_get(reg, 0);
         let supported = sys::ggml_backend_dev_supports_op(device, product.raw.as_ptr());
         (*weight.raw.as_ptr()).buffer = std::ptr::null_mut();
         sys::ggml_backend_buffer_free(dummy);
@@ -1290,14 +1313,16 @@ impl CpuBackend {
     /// Creates the backend with `n_threads` worker threads (at least one).
     pub fn new(n_threads: usize) -> Result<CpuBackend, GgmlError> {
         init_once();
+        let api = cpu_variant::selected().api;
         let n_threads = n_threads.max(1);
-        // SAFETY: plain constructor.
+        // SAFETY: plain constructor of the selected variant, initialised by `init_once`.
         let backend =
-            NonNull::new(unsafe { sys::ggml_backend_cpu_init() }).ok_or(GgmlError::BackendInit)?;
-        // SAFETY: default parameters for n threads, then a pool created from them.
+            NonNull::new(unsafe { (api.backend_cpu_init)() }).ok_or(GgmlError::BackendInit)?;
+        // SAFETY: default parameters for n threads (a base function), then a pool of the same
+        // variant as the backend created from them.
         let threadpool = unsafe {
             let mut params = sys::ggml_threadpool_params_default(n_threads as i32);
-            NonNull::new(sys::ggml_threadpool_new(&mut params))
+            NonNull::new((api.threadpool_new)(&mut params))
         };
         let Some(threadpool) = threadpool else {
             // SAFETY: created above, freed once.
@@ -1308,9 +1333,9 @@ impl CpuBackend {
         // SAFETY: valid backend and pool; the abort data pointer stays valid (boxed) while the backend
         // lives, and the callback only reads the atomic.
         unsafe {
-            sys::ggml_backend_cpu_set_n_threads(backend.as_ptr(), n_threads as i32);
-            sys::ggml_backend_cpu_set_threadpool(backend.as_ptr(), threadpool.as_ptr());
-            sys::ggml_backend_cpu_set_abort_callback(
+            (api.set_n_threads)(backend.as_ptr(), n_threads as i32);
+            (api.set_threadpool)(backend.as_ptr(), threadpool.as_ptr());
+            (api.set_abort_callback)(
                 backend.as_ptr(),
                 Some(abort_callback),
                 (&*abort as *const Arc<AtomicBool>) as *mut c_void,
@@ -1327,8 +1352,10 @@ impl CpuBackend {
     /// Runs later graphs on `n_threads` of the pool's threads (clamped to 1 and the pool's size).
     pub fn set_n_threads(&mut self, n_threads: usize) {
         let n_threads = n_threads.clamp(1, self.pool_threads);
-        // SAFETY: valid backend; GGML stores the count for later computations.
-        unsafe { sys::ggml_backend_cpu_set_n_threads(self.backend.as_ptr(), n_threads as i32) };
+        let api = cpu_variant::selected().api;
+        // SAFETY: valid backend of the selected variant (a process never changes variant); GGML
+        // stores the count for later computations.
+        unsafe { (api.set_n_threads)(self.backend.as_ptr(), n_threads as i32) };
     }
 
     /// Uses `flag` as the abort flag: when it becomes true, a running computation stops between nodes.
@@ -1354,33 +1381,30 @@ impl Drop for CpuBackend {
         // SAFETY: backend first (it references the pool), then the pool; each freed once.
         unsafe {
             sys::ggml_backend_free(self.backend.as_ptr());
-            sys::ggml_threadpool_free(self.threadpool.as_ptr());
+            (cpu_variant::selected().api.threadpool_free)(self.threadpool.as_ptr());
         }
     }
 }
 
-/// A short description of the CPU features GGML was compiled for and detected.
+/// A short description of the CPU features the selected CPU variant was compiled for.
 pub fn cpu_features() -> String {
     init_once();
+    let api = cpu_variant::selected().api;
     let mut features = Vec::new();
-    // SAFETY: these functions only report compile-time / cpuid facts.
-    unsafe {
-        for (name, on) in [
-            ("AVX", sys::ggml_cpu_has_avx()),
-            ("AVX2", sys::ggml_cpu_has_avx2()),
-            ("F16C", sys::ggml_cpu_has_f16c()),
-            ("FMA", sys::ggml_cpu_has_fma()),
-            ("AVX512", sys::ggml_cpu_has_avx512()),
-            ("NEON", sys::ggml_cpu_has_neon()),
-            ("DOTPROD", sys::ggml_cpu_has_dotprod()),
-            ("LLAMAFILE", sys::ggml_cpu_has_llamafile()),
-        ] {
-            if on != 0 {
-                features.push(name);
-            }
+    for (name, has) in api.has {
+        // SAFETY: the `ggml_cpu_has_*` functions take nothing and report compile-time facts of
+        // their variant.
+        if unsafe { has() } != 0 {
+            features.push(*name);
         }
     }
     features.join(" ")
+}
+
+/// Which CPU variant runs and why, e.g. `x86-64-v4-vnni (auto; built: x86-64-v2, ...)`, or
+/// `native (auto; built: native)` in a single-variant build.
+pub fn cpu_variant() -> String {
+    cpu_variant::describe()
 }
 
 #[cfg(test)]

@@ -235,14 +235,15 @@ fn infer(args: InferArgs) -> anyhow::Result<()> {
         0.0
     };
     eprintln!(
-        "prompt: {} tokens ({} reused) in {:.0} ms | generated: {} tokens in {:.0} ms ({:.1} tok/s) | stop: {:?}",
+        "prompt: {} tokens ({} reused) in {:.0} ms | generated: {} tokens in {:.0} ms ({:.1} tok/s) | stop: {:?} | cpu: {}",
         prompt.len(),
         stats.prompt.reused,
         stats.prompt.millis,
         stats.generated,
         stats.generation_millis,
         generation_rate,
-        stats.stop
+        stats.stop,
+        lmrs::cpu_variant_name()
     );
     Ok(())
 }
@@ -399,6 +400,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         params.dual_layout = false;
     }
     let model = load_with(&args.model, Some(args.threads), params)?;
+    eprintln!("cpu variant: {}", lmrs::cpu_variant());
     let info = model.info().clone();
     let n_vocab = info.hyperparameters.n_vocab as u64;
     let n_ctx = (args.n_prompt + args.n_gen + 16).max(64);
@@ -463,7 +465,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 let (mean, deviation) = mean_and_deviation(rates);
                 serde_json::json!({
                     "model": model_name, "size_mib": size_mib, "params": info.n_params,
-                    "threads": args.threads, "test": test, "t_s": mean, "t_s_stddev": deviation, "samples": rates,
+                    "threads": args.threads, "cpu_variant": lmrs::cpu_variant_name(), "test": test, "t_s": mean, "t_s_stddev": deviation, "samples": rates,
                     "repacked_mib": info.repacked_bytes as f64 / (1024.0 * 1024.0),
                     "widened_mib": info.widened_bytes as f64 / (1024.0 * 1024.0),
                 })
@@ -486,8 +488,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The backend column of the bench table: the CPU variant that ran, then its features.
 fn ggml_sys_features() -> String {
-    lmrs::cpu_features()
+    format!("{} {}", lmrs::cpu_variant_name(), lmrs::cpu_features())
 }
 
 fn info(args: InfoArgs) -> anyhow::Result<()> {
@@ -553,6 +556,7 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
     outln!("repo name:     {}", show(fim.repo_name))?;
     outln!("file sep:      {}", show(fim.file_separator))?;
     outln!("cpu:           {}", lmrs::cpu_features())?;
+    outln!("cpu variant:   {}", lmrs::cpu_variant())?;
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     if let Some(rss) = resident_bytes() {
         outln!("resident:      {:.1} MiB after loading", mib(rss))?;
