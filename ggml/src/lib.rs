@@ -55,9 +55,7 @@ use std::sync::{Arc, Once};
     clippy::all,
     missing_docs
 )]
-pub mod sys {
-    include!("bindings.rs");
-}
+pub mod sys;
 
 pub mod cpu_variant;
 
