@@ -1024,6 +1024,14 @@ mod tests {
 
     /// Writes and loads the tiny model of `arch`; the file is removed when the model is loaded.
     fn tiny_model(arch: lmrs_fixtures::tiny::TinyArch, flash_attention: bool) -> Arc<Model> {
+        tiny_model_from(
+            lmrs_fixtures::tiny::tiny_model_writer(arch, 7),
+            flash_attention,
+        )
+    }
+
+    /// Writes and loads the model `writer` holds; the file is removed when the model is loaded.
+    fn tiny_model_from(writer: lmrs_fixtures::GgufWriter, flash_attention: bool) -> Arc<Model> {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "lmrs-session-test-{}-{}",
@@ -1032,7 +1040,7 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("tiny.gguf");
-        lmrs_fixtures::tiny::write_tiny_model(&path, arch, 7).expect("writing the tiny model");
+        writer.write_to(&path).expect("writing the tiny model");
         let params = crate::ModelParams {
             n_threads: 1,
             flash_attention,
@@ -1058,12 +1066,22 @@ mod tests {
     /// attended yet), so there a moved run must hold exactly what evaluating it at its new position
     /// writes: the values bit for bit, the keys up to the rounding of rotating F16 numbers twice.
     /// Checked for a deletion (runs move back), an insertion (they move on) and a swap, with
-    /// flash attention (values stored like keys) and without (values transposed).
+    /// flash attention (values stored like keys) and without (values transposed), on every tiny
+    /// architecture; for gemma3 (whose local and global layers rotate with different bases) both
+    /// with its first layer local and, by a per-layer pattern, global.
     #[test]
     fn moved_cache_rows_hold_what_evaluating_them_at_their_new_position_writes() {
-        for arch in lmrs_fixtures::tiny::TinyArch::ALL {
+        use lmrs_fixtures::tiny::{tiny_model_writer, TinyArch};
+        let mut variants: Vec<(String, lmrs_fixtures::GgufWriter)> = TinyArch::ALL
+            .iter()
+            .map(|&arch| (arch.to_string(), tiny_model_writer(arch, 7)))
+            .collect();
+        let mut global_first = tiny_model_writer(TinyArch::Gemma3, 7);
+        global_first.add_bool_array("gemma3.attention.sliding_window_pattern", &[false, true]);
+        variants.push(("gemma3 (layer 0 global)".into(), global_first));
+        for (arch, writer) in variants {
             for flash_attention in [true, false] {
-                let model = tiny_model(arch, flash_attention);
+                let model = tiny_model_from(writer.clone(), flash_attention);
                 let hp = model.architecture().hyperparameters().clone();
                 let n_vocab = hp.n_vocab as TokenId;
                 let tokens: Vec<TokenId> = (0..60).map(|i| (i * 7 + 3) % n_vocab).collect();

@@ -338,6 +338,46 @@ pub(super) fn swiglu_ffn<'a>(
     ctx.mul_mat(down, activated) // [n_embd, n_tokens]
 }
 
+/// The GELU-gated feed-forward network (Gemma): `down @ (gelu(gate @ x) * (up @ x))`, GELU with the
+/// tanh approximation.
+pub(super) fn geglu_ffn<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    gate: Tensor<'a>,
+    up: Tensor<'a>,
+    down: Tensor<'a>,
+) -> Tensor<'a> {
+    let gated = ctx.mul_mat(gate, x); // [n_ff, n_tokens]
+    let lifted = ctx.mul_mat(up, x); // [n_ff, n_tokens]
+    let activated = ctx.geglu_split(gated, lifted); // [n_ff, n_tokens]
+    ctx.mul_mat(down, activated) // [n_embd, n_tokens]
+}
+
+/// QK-norm: RMS norm of every head on its own, `x` `[head_dim, n_heads, n_tokens]` and `weight`
+/// `[head_dim]` (shared by the heads). Returns the same shape.
+pub(super) fn per_head_rms_norm<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    weight: Tensor<'a>,
+    eps: f32,
+) -> Tensor<'a> {
+    // GGML normalises over ne0, which is one head here.
+    rms_norm(ctx, x, weight, eps)
+}
+
+/// The residual connection of a sandwich-norm block (Gemma 2 and 3): the sub-block's output is
+/// RMS-normed again before it is added, `residual + rms_norm(output) * post_norm`, `[n_embd, n]`.
+pub(super) fn post_norm_residual<'a>(
+    ctx: &'a Context,
+    residual: Tensor<'a>,
+    output: Tensor<'a>,
+    post_norm: Tensor<'a>,
+    eps: f32,
+) -> Tensor<'a> {
+    let normalized = rms_norm(ctx, output, post_norm, eps);
+    ctx.add(normalized, residual)
+}
+
 /// Self-attention of the batch over the KV cache of layer `layer`.
 ///
 /// `q` is `[head_dim, n_head, n_tokens]`, `k` `[head_dim, n_head_kv, n_tokens]` (both already
