@@ -8,24 +8,48 @@ llama.cpp itself. This script replays each case's prompt_ids with greedy samplin
 log-probabilities and writes a file the engine's greedy_reference test can read
 (LMRS_SHARED_DIR pointing at a folder with reference/greedy-*.json).
 
-usage: record-llama-reference.py URL REFERENCE.json OUT.json
+usage: record-llama-reference.py URL REFERENCE.json OUT.json [--retokenize MODEL_NAME]
        (start llama-server -m MODEL -t 2 --host 127.0.0.1 --port PORT first)
+
+--retokenize MODEL_NAME records a model that has no reference yet: the prompts (`prompt` texts) of
+another model's REFERENCE.json are tokenized by the server (`/tokenize`, special tokens added as the
+model's GGUF says, e.g. BOS) instead of replaying its prompt_ids; cases whose prompt holds a FIM
+token of that other model (`<|fim_prefix|>`, `<fim_prefix>`, ...) are left out. MODEL_NAME goes into
+the file's `model` field.
 """
 import json, sys, urllib.request
 
-url, reference_path, out_path = sys.argv[1:4]
+args = sys.argv[1:]
+retokenize_as = None
+if "--retokenize" in args:
+    at = args.index("--retokenize")
+    retokenize_as = args[at + 1]
+    del args[at:at + 2]
+url, reference_path, out_path = args[:3]
 reference = json.load(open(reference_path))
+
+
+def post(path, request):
+    http = urllib.request.Request(url.rstrip("/") + path, data=json.dumps(request).encode(),
+                                  headers={"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(http, timeout=600))
+
+
 cases = []
 for case in reference["cases"]:
+    if retokenize_as is not None:
+        if "fim_prefix" in case["prompt"]:
+            continue
+        tokens = post("/tokenize", {"content": case["prompt"], "add_special": True})["tokens"]
+        case = {**case, "prompt_ids": tokens}
     request = {"prompt": case["prompt_ids"], "n_predict": len(case["tokens"]), "temperature": 0,
                "top_k": 1, "n_probs": 5, "cache_prompt": False, "samplers": ["top_k"]}
-    http = urllib.request.Request(url.rstrip("/") + "/completion", data=json.dumps(request).encode(),
-                                  headers={"Content-Type": "application/json"})
-    answer = json.load(urllib.request.urlopen(http, timeout=600))
+    answer = post("/completion", request)
     steps = [{"id": p["id"], "logprob": p["logprob"],
               "top": [[t["id"], t["logprob"]] for t in p["top_logprobs"]]}
              for p in answer["completion_probabilities"]]
     cases.append({**case, "tokens": [s["id"] for s in steps], "text": answer["content"], "steps": steps})
     print(case["name"], "ok", file=sys.stderr)
-json.dump({"model": reference["model"], "engine": "llama-server on this machine (record-llama-reference.py)",
+json.dump({"model": retokenize_as or reference["model"],
+           "engine": "llama-server on this machine (record-llama-reference.py)",
            "cases": cases}, open(out_path, "w"))

@@ -452,12 +452,19 @@ impl Session {
         if runs.is_empty() {
             return Ok(());
         }
-        let PositionShift::Rope(rope) = self.model.architecture().position_shift() else {
+        let PositionShift::Rope(ropes) = self.model.architecture().position_shift() else {
             return Err(InferError::InvalidParams(
                 "this architecture's cached keys cannot move to other positions".into(),
             ));
         };
         let hp = self.model.architecture().hyperparameters().clone();
+        if ropes.len() != hp.n_layer {
+            return Err(InferError::InvalidParams(format!(
+                "the architecture gives RoPE parameters for {} of {} layers",
+                ropes.len(),
+                hp.n_layer
+            )));
+        }
         let flash_attention = self.model.params().flash_attention;
         let cache = self.take_cache()?;
         let n_nodes = hp.n_layer * runs.len() * 8 + 16;
@@ -483,7 +490,7 @@ impl Session {
                 distances.push(ctx.mark_input(distance)?);
             }
             let mut graph = ctx.new_graph(n_nodes);
-            for layer in 0..hp.n_layer {
+            for (layer, rope) in ropes.iter().enumerate() {
                 let (k_cache, v_cache) = (cache.keys(layer), cache.values(layer));
                 let element_bytes = k_cache.nb()[0];
                 let row_bytes = k_cache.nb()[1]; // keys: [n_embd_kv, n_ctx], row p = position p
@@ -513,7 +520,7 @@ impl Session {
                 // Copy every run out first (keys rotated by the distance moved)...
                 let mut copies = Vec::with_capacity(runs.len());
                 for (run, &distance) in runs.iter().zip(&distances) {
-                    let keys = ctx.rope_ext(rows(k_cache, run.from, run.len), distance, &rope); // [head_dim, n_head_kv, len]
+                    let keys = ctx.rope_ext(rows(k_cache, run.from, run.len), distance, rope); // [head_dim, n_head_kv, len]
                     graph.build_forward(keys);
                     let values = if flash_attention {
                         ctx.cont(rows(v_cache, run.from, run.len)) // [head_dim, n_head_kv, len]
@@ -655,7 +662,19 @@ impl Session {
         graph.set_input(BatchGraph::TOKENS, as_bytes_i32(&ids))?;
         graph.set_input(BatchGraph::POSITIONS, as_bytes_i32(&positions))?;
         graph.set_input(BatchGraph::CACHE_ROWS, bytemuck::cast_slice(&rows))?;
-        graph.set_input(BatchGraph::MASK, &causal_mask(n_past, n_tokens, shape.n_kv))?;
+        // The masks the graph uses: the causal mask, and the sliding-window one of models with a
+        // window (where every layer is local, or none, one of the two is in no node and has no
+        // memory).
+        if graph.tensor(BatchGraph::MASK).has_data() {
+            let mask = causal_mask(n_past, n_tokens, shape.n_kv, None);
+            graph.set_input(BatchGraph::MASK, &mask)?;
+        }
+        if let Some(window) = self.model.architecture().sliding_window() {
+            if graph.tensor(BatchGraph::MASK_SWA).has_data() {
+                let mask = causal_mask(n_past, n_tokens, shape.n_kv, Some(window));
+                graph.set_input(BatchGraph::MASK_SWA, &mask)?;
+            }
+        }
         graph.set_input(
             BatchGraph::OUTPUT_ROWS,
             as_bytes_i32(&[n_tokens as i32 - 1]),
@@ -804,6 +823,8 @@ impl BatchGraph {
     const OUTPUT_ROWS: usize = 3;
     const CACHE_ROWS: usize = 4;
     const LOGITS: usize = 5;
+    /// Kept only for architectures with a sliding window.
+    const MASK_SWA: usize = 6;
 
     /// Declares the inputs of a batch of this shape and builds its forward graph on `cache`; on
     /// failure the cache comes back with the error.
@@ -827,6 +848,10 @@ impl BatchGraph {
                 tokens: input("tokens", TensorType::I32, &[n_tokens])?,
                 positions: input("positions", TensorType::I32, &[n_tokens])?,
                 mask: input("mask", TensorType::F16, &[n_kv, n_tokens])?,
+                mask_swa: match model.architecture().sliding_window() {
+                    Some(_) => Some(input("mask_swa", TensorType::F16, &[n_kv, n_tokens])?),
+                    None => None,
+                },
                 output_rows: input("output_rows", TensorType::I32, &[1])?,
                 cache_rows: input("cache_rows", TensorType::I64, &[n_tokens])?,
                 n_tokens: shape.n_tokens,
@@ -843,7 +868,7 @@ impl BatchGraph {
                     .build(ctx, &mut graph, &weights, &cache, &inputs),
             )?;
             graph.build_forward(logits);
-            let kept = vec![
+            let mut kept = vec![
                 inputs.tokens,
                 inputs.positions,
                 inputs.mask,
@@ -851,6 +876,7 @@ impl BatchGraph {
                 inputs.cache_rows,
                 logits,
             ];
+            kept.extend(inputs.mask_swa);
             Ok((graph, kept))
         });
         match graph {
@@ -926,8 +952,10 @@ fn check_memory_sizes(
     Ok(())
 }
 
+/// Nodes of a batch's graph: a layer takes about 40 (Gemma 3's sandwich norms and QK-norm, without
+/// flash attention, about 50), with room to spare.
 fn graph_size(n_layer: usize) -> usize {
-    (n_layer * 48 + 256).max(1024)
+    (n_layer * 64 + 256).max(1024)
 }
 
 fn elapsed_ms(since: Instant) -> f64 {
@@ -938,19 +966,19 @@ fn as_bytes_i32(values: &[i32]) -> &[u8] {
     bytemuck::cast_slice(values)
 }
 
-/// F16 mask `[n_kv, n_tokens]`: token `i` (at position `n_past + i`) sees positions `0..=n_past + i`;
-/// rows past the batch (padding) are hidden from every token.
-fn causal_mask(n_past: usize, n_tokens: usize, n_kv: usize) -> Vec<u8> {
+/// F16 mask `[n_kv, n_tokens]`: token `i` (at position `p = n_past + i`) sees positions `0..=p`, or
+/// with a sliding `window` only the last `window` of them, `p + 1 - window..=p` (llama.cpp's
+/// standard window: hidden where `p - j >= window`); rows past the batch (padding) are hidden from
+/// every token.
+fn causal_mask(n_past: usize, n_tokens: usize, n_kv: usize, window: Option<usize>) -> Vec<u8> {
     const ZERO: [u8; 2] = 0x0000u16.to_le_bytes();
     const MINUS_INFINITY: [u8; 2] = 0xFC00u16.to_le_bytes();
     let mut mask = Vec::with_capacity(n_kv * n_tokens * 2);
     for i in 0..n_tokens {
         for j in 0..n_kv {
-            mask.extend_from_slice(if j <= n_past + i {
-                &ZERO
-            } else {
-                &MINUS_INFINITY
-            });
+            let p = n_past + i;
+            let visible = j <= p && window.is_none_or(|window| p - j < window);
+            mask.extend_from_slice(if visible { &ZERO } else { &MINUS_INFINITY });
         }
     }
     mask
@@ -986,7 +1014,7 @@ mod tests {
 
     #[test]
     fn causal_mask_hides_the_future() {
-        let mask = causal_mask(1, 2, 4);
+        let mask = causal_mask(1, 2, 4, None);
         let values: Vec<u16> = mask
             .chunks(2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -995,8 +1023,28 @@ mod tests {
         assert_eq!(values, vec![0, 0, hidden, hidden, 0, 0, 0, hidden]);
     }
 
+    #[test]
+    fn sliding_window_mask_hides_the_distant_past_too() {
+        // Tokens at positions 2 and 3 with a window of 2: each sees itself and the one before.
+        let mask = causal_mask(2, 2, 5, Some(2));
+        let values: Vec<u16> = mask
+            .chunks(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let h = 0xFC00;
+        assert_eq!(values, vec![h, 0, 0, h, h, h, h, 0, 0, h]);
+    }
+
     /// Writes and loads the tiny model of `arch`; the file is removed when the model is loaded.
     fn tiny_model(arch: lmrs_fixtures::tiny::TinyArch, flash_attention: bool) -> Arc<Model> {
+        tiny_model_from(
+            lmrs_fixtures::tiny::tiny_model_writer(arch, 7),
+            flash_attention,
+        )
+    }
+
+    /// Writes and loads the model `writer` holds; the file is removed when the model is loaded.
+    fn tiny_model_from(writer: lmrs_fixtures::GgufWriter, flash_attention: bool) -> Arc<Model> {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "lmrs-session-test-{}-{}",
@@ -1005,7 +1053,7 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("tiny.gguf");
-        lmrs_fixtures::tiny::write_tiny_model(&path, arch, 7).expect("writing the tiny model");
+        writer.write_to(&path).expect("writing the tiny model");
         let params = crate::ModelParams {
             n_threads: 1,
             flash_attention,
@@ -1032,12 +1080,22 @@ mod tests {
     /// attended yet), so there a moved run must hold exactly what evaluating it at its new position
     /// writes: the values bit for bit, the keys up to the rounding of rotating F16 numbers twice.
     /// Checked for a deletion (runs move back), an insertion (they move on) and a swap, with
-    /// flash attention (values stored like keys) and without (values transposed).
+    /// flash attention (values stored like keys) and without (values transposed), on every tiny
+    /// architecture; for gemma3 (whose local and global layers rotate with different bases) both
+    /// with its first layer local and, by a per-layer pattern, global.
     #[test]
     fn moved_cache_rows_hold_what_evaluating_them_at_their_new_position_writes() {
-        for arch in lmrs_fixtures::tiny::TinyArch::ALL {
+        use lmrs_fixtures::tiny::{tiny_model_writer, TinyArch};
+        let mut variants: Vec<(String, lmrs_fixtures::GgufWriter)> = TinyArch::ALL
+            .iter()
+            .map(|&arch| (arch.to_string(), tiny_model_writer(arch, 7)))
+            .collect();
+        let mut global_first = tiny_model_writer(TinyArch::Gemma3, 7);
+        global_first.add_bool_array("gemma3.attention.sliding_window_pattern", &[false, true]);
+        variants.push(("gemma3 (layer 0 global)".into(), global_first));
+        for (arch, writer) in variants {
             for flash_attention in [true, false] {
-                let model = tiny_model(arch, flash_attention);
+                let model = tiny_model_from(writer.clone(), flash_attention);
                 let hp = model.architecture().hyperparameters().clone();
                 let n_vocab = hp.n_vocab as TokenId;
                 let tokens: Vec<TokenId> = (0..60).map(|i| (i * 7 + 3) % n_vocab).collect();

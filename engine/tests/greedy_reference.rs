@@ -26,6 +26,12 @@
 //!   ties), Δtop-1 0.116; SmolLM2 7/9 (2 divergences that are not near ties), Δtop-1 0.252 —
 //!   exactly lmrs's figures (`scripts/compare-greedy-references.py` compares two recordings).
 //!
+//! Gemma 3 270M (no FIM tokens: code prompts only, with BOS) has no shared recording yet: record one
+//! on this machine (`scripts/record-llama-reference.py URL <shared>/reference/greedy-smollm2-135m.json
+//! OUT/reference/greedy-gemma-3-270m.json --retokenize gemma-3-270m-q4_k_m` with llama-server
+//! serving the model) and point `LMRS_SHARED_DIR` at `OUT`; without one it is skipped, even with
+//! `LMRS_REQUIRE_MODELS=1`.
+//!
 //! A summary table per model is printed (run with `--nocapture` to see it). Missing models are
 //! skipped (see `tests/common`). Meant for release builds: about 5,000 prompt tokens in all.
 
@@ -135,9 +141,20 @@ struct Summary {
     recorded_here: bool,
 }
 
+/// Models whose reference the shared folder does not hold (yet): skipped without one.
+const OPTIONAL_REFERENCES: &[&str] = &["greedy-gemma-3-270m.json"];
+
 fn compare_model(model_file: &str, reference_file: &str) -> Option<Summary> {
-    let model_path = common::model_path(model_file)?;
     let reference_path = common::reference_dir().join(reference_file);
+    let optional = OPTIONAL_REFERENCES.contains(&reference_file);
+    if optional && !reference_path.is_file() {
+        eprintln!(
+            "skipping: {} not found (see this test's documentation for how to record it)",
+            reference_path.display()
+        );
+        return None;
+    }
+    let model_path = common::model_path(model_file)?;
     if !reference_path.is_file() {
         assert!(
             !common::models_required(),
@@ -264,6 +281,7 @@ fn greedy_generation_matches_llama_cpp() {
             "SmolLM2-135M-Instruct.Q4_1.gguf",
             "greedy-smollm2-135m.json",
         ),
+        ("gemma-3-270m-q4_k_m.gguf", "greedy-gemma-3-270m.json"),
     ];
     let mut results = Vec::new();
     for (model_file, reference_file) in models {

@@ -133,11 +133,22 @@ fn adversarial(rng: &mut Rng, key: &'static str, shape: &TinyShape) -> Value {
                 Value::U32(rng.pick(&huge_sizes))
             }
         }
+        // Gemma 3's (other architectures ignore them).
+        "attention.sliding_window" => match rng.below(4) {
+            0 => Value::I32(-1),
+            1 => Value::U64(u64::MAX),
+            _ => Value::U32(rng.pick(&[0, 1, 2, 7, 1 << 24, u32::MAX])),
+        },
+        "attention.sliding_window_pattern" => match rng.below(4) {
+            0 => Value::Str("6"),
+            _ => Value::U32(rng.pick(&[0, 1, 2, 3, 6, u32::MAX])),
+        },
+        "rope.freq_base_swa" => Value::F32(rng.pick(&[0.0, 1.0, f32::NAN, 1e38, 10_000.0])),
         other => unreachable!("no adversarial values for {other}"),
     }
 }
 
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 17] = [
     "attention.layer_norm_rms_epsilon",
     "rope.freq_base",
     "rope.scaling.factor",
@@ -151,6 +162,9 @@ const KEYS: [&str; 14] = [
     "attention.head_count",
     "attention.head_count_kv",
     "block_count",
+    "attention.sliding_window",
+    "attention.sliding_window_pattern",
+    "rope.freq_base_swa",
     // Twice as likely: the failure this test was written for.
     "attention.layer_norm_rms_epsilon",
 ];

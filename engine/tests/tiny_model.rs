@@ -82,7 +82,8 @@ fn tiny_models_load_with_the_right_sizes() {
             info.hyperparameters.n_vocab
         );
 
-        // Parameters: embeddings (+ output for llama), 7 matrices, 2 norms (+ 3 biases) per layer.
+        // Parameters: embeddings (+ output for llama), 7 matrices, 2 norms (+ 3 biases for qwen2,
+        // + QK-norms and post-norms for gemma3) per layer.
         let (n_embd, n_ff, n_vocab) = (
             tiny::N_EMBD as u64,
             tiny::N_FF as u64,
@@ -90,10 +91,10 @@ fn tiny_models_load_with_the_right_sizes() {
         );
         let n_kv = (tiny::N_HEAD_KV * tiny::HEAD_DIM) as u64;
         let per_layer = 2 * n_embd * n_embd + 2 * n_embd * n_kv + 3 * n_embd * n_ff + 2 * n_embd;
-        let biases = if arch == TinyArch::Qwen2 {
-            n_embd + 2 * n_kv
-        } else {
-            0
+        let biases = match arch {
+            TinyArch::Qwen2 => n_embd + 2 * n_kv,
+            TinyArch::Gemma3 => 2 * tiny::HEAD_DIM as u64 + 2 * n_embd,
+            TinyArch::Llama => 0,
         };
         let output = if arch == TinyArch::Llama {
             n_embd * n_vocab
@@ -182,7 +183,7 @@ fn tiny_vocabulary_is_a_working_byte_level_bpe() {
                 let text = tokenizer.encode("def f():", false);
                 assert_eq!(tokenizer.encode_prompt("def f():", false), text);
             }
-            TinyArch::Llama => {
+            TinyArch::Llama | TinyArch::Gemma3 => {
                 assert_eq!(prefix_text, "<fim_prefix>");
                 assert!(tokenizer.add_bos());
                 assert_eq!(tokenizer.bos(), Some(0));
@@ -207,7 +208,7 @@ fn unsupported_architecture_lists_the_supported_ones() {
             supported,
         } => {
             assert_eq!(architecture, "mamba");
-            assert_eq!(supported, &["qwen2", "llama"]);
+            assert_eq!(supported, &["qwen2", "llama", "gemma3"]);
             assert_eq!(path, &dir.join("mamba.gguf"));
         }
         other => panic!("expected UnsupportedArchitecture, got {other:?}"),
@@ -264,6 +265,10 @@ fn missing_tensors_are_named() {
         (TinyArch::Qwen2, "output_norm.weight"),
         (TinyArch::Llama, "blk.0.attn_q.weight"),
         (TinyArch::Llama, "token_embd.weight"),
+        (TinyArch::Gemma3, "blk.0.attn_q_norm.weight"),
+        (TinyArch::Gemma3, "blk.1.attn_k_norm.weight"),
+        (TinyArch::Gemma3, "blk.1.post_attention_norm.weight"),
+        (TinyArch::Gemma3, "blk.0.post_ffw_norm.weight"),
     ];
     for (i, &(arch, name)) in cases.iter().enumerate() {
         let mut bytes = tiny_model_bytes(arch, SEED);

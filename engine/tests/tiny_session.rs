@@ -196,6 +196,63 @@ fn flash_and_unfused_attention_agree() {
     }
 }
 
+/// Gemma 3's local layers see only the last `window` positions. With both tiny layers local, the
+/// last token's logits depend on the last `2 (window - 1) + 1` tokens only (each layer reaches
+/// `window - 1` further back): changing tokens before them changes nothing, while with both layers
+/// global (or with the tiny model's own local-then-global pattern) it changes the logits. Checked
+/// with flash attention and without, in one batch and token by token.
+#[test]
+fn sliding_window_layers_do_not_see_past_their_window() {
+    use lmrs_fixtures::tiny::{tiny_model_writer, GEMMA3_SLIDING_WINDOW};
+    let dir = tiny_support::TempDir::new("gemma3-window");
+    let load = |pattern: Option<[bool; 2]>, flash_attention: bool| {
+        let mut writer = tiny_model_writer(TinyArch::Gemma3, SEED);
+        if let Some(pattern) = pattern {
+            writer.add_bool_array("gemma3.attention.sliding_window_pattern", &pattern);
+        }
+        let path = dir.join(&format!("{pattern:?}-{flash_attention}.gguf"));
+        writer.write_to(&path).expect("writing the model");
+        let params = ModelParams {
+            flash_attention,
+            ..tiny_support::model_params()
+        };
+        Arc::new(Model::load(&path, params).expect("loading the model"))
+    };
+    let reach = 2 * (GEMMA3_SLIDING_WINDOW - 1) + 1;
+    for flash_attention in [true, false] {
+        let local = load(Some([true, true]), flash_attention);
+        let prompt: Vec<TokenId> = code_tokens(&local).into_iter().take(reach + 6).collect();
+        assert_eq!(prompt.len(), reach + 6, "the prompt is long enough");
+        // The same prompt with its first tokens (all outside the reach) replaced.
+        let mut changed = prompt.clone();
+        for token in &mut changed[1..prompt.len() - reach] {
+            *token = (*token + 1) % 200 + 40;
+        }
+        assert_ne!(prompt, changed);
+        for n_batch in [512, 1] {
+            let case = format!("flash {flash_attention}, n_batch {n_batch}");
+            assert_logits_equal(
+                &logits_after(&local, n_batch, &[&prompt]),
+                &logits_after(&local, n_batch, &[&changed]),
+                &format!("all local: {case}"),
+            );
+            for (what, model) in [
+                ("all global", load(Some([false, false]), flash_attention)),
+                ("local then global", load(None, flash_attention)),
+            ] {
+                let (a, b) = (
+                    logits_after(&model, n_batch, &[&prompt]),
+                    logits_after(&model, n_batch, &[&changed]),
+                );
+                assert!(
+                    tiny_support::max_abs_diff(&a, &b) > 1e-3,
+                    "{what}: {case}: the early tokens must matter"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn weights_give_the_same_logits_repacked_or_mapped() {
     for arch in TinyArch::ALL {

@@ -601,6 +601,8 @@ unary_ops! {
     cont => ggml_cont;
     /// Transposes the first two dimensions (a view).
     transpose => ggml_transpose;
+    /// Element-wise hyperbolic tangent.
+    tanh => ggml_tanh;
 }
 
 binary_ops! {
@@ -614,6 +616,8 @@ binary_ops! {
     get_rows => ggml_get_rows;
     /// `silu(a) * b`, fused.
     swiglu_split => ggml_swiglu_split;
+    /// `gelu(a) * b`, fused (GELU with the tanh approximation).
+    geglu_split => ggml_geglu_split;
 }
 
 impl Context {
@@ -651,6 +655,12 @@ impl Context {
                 destination.tensor.raw.as_ptr(),
             )
         })
+    }
+
+    /// `a * s`, element-wise.
+    pub fn scale<'a>(&'a self, a: Tensor<'a>, s: f32) -> Tensor<'a> {
+        // SAFETY: valid tensor and context; any float is accepted.
+        self.wrap(unsafe { sys::ggml_scale(self.ptr(), a.raw.as_ptr(), s) })
     }
 
     /// RMS normalisation over `ne0`.
@@ -842,8 +852,9 @@ impl<'ctx> Tensor<'ctx> {
         unsafe { sys::ggml_nelements(self.raw.as_ptr()) }
     }
 
-    /// Whether the tensor has memory assigned.
-    fn has_data(&self) -> bool {
+    /// Whether the tensor has memory assigned (a graph input that no node of the allocated graph
+    /// uses has none).
+    pub fn has_data(&self) -> bool {
         !self.get().data.is_null()
     }
 

@@ -16,6 +16,10 @@ pub(crate) struct BatchInputs<'a> {
     /// Causal mask, F16 `[n_kv, n_tokens]`: 0 where a token may attend, -inf elsewhere (also on
     /// the cache rows past the batch that padding brings in).
     pub mask: Tensor<'a>,
+    /// The causal mask of sliding-window layers, same shape: also -inf on the rows a window or more
+    /// positions before the token. Present when the architecture has a window
+    /// ([`Architecture::sliding_window`]).
+    pub mask_swa: Option<Tensor<'a>>,
     /// Rows whose logits are wanted, I32 `[n_outputs]`.
     pub output_rows: Tensor<'a>,
     /// Cache rows (positions) the batch's keys and values are written to, I64 `[n_tokens]`.
@@ -50,25 +54,41 @@ pub(crate) trait Architecture: Send + Sync {
 
     /// How cached keys follow their tokens to other positions (see [`PositionShift`]).
     fn position_shift(&self) -> PositionShift;
+
+    /// The window of the sliding-window attention layers, if the model has some: a token at
+    /// position `p` sees the positions `p - window + 1..=p` there ([`BatchInputs::mask_swa`]).
+    fn sliding_window(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// How the keys and values cached for a token can be moved to another position, which is what
 /// reusing cached chunks at new positions needs ([`crate::cache_reuse`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum PositionShift {
     /// Keys carry rotary embeddings whose angles are linear in the position: moving a key by `d`
-    /// positions is rotating it by `d` with the same parameters.
-    Rope(RopeParams),
+    /// positions is rotating it by `d` with the same parameters. One set of parameters per layer,
+    /// first to last (layers of one model may rotate with different bases).
+    Rope(Vec<RopeParams>),
     /// Cached entries cannot be moved (absolute position embeddings, rotations that also scale).
     Unsupported,
 }
 
 impl PositionShift {
-    /// The shift for keys rotated with `rope`: supported while the rotation composes over
-    /// positions, i.e. without YaRN's magnitude scaling (which a second rotation would apply twice).
-    pub(crate) fn for_rope(rope: &RopeParams) -> PositionShift {
-        if rope.ext_factor == 0.0 && rope.attn_factor == 1.0 {
-            PositionShift::Rope(*rope)
+    /// The shift for `n_layer` layers whose keys are all rotated with `rope`.
+    pub(crate) fn for_rope(rope: &RopeParams, n_layer: usize) -> PositionShift {
+        PositionShift::for_layers(vec![*rope; n_layer])
+    }
+
+    /// The shift for keys rotated with `ropes[layer]` in each layer: supported while every rotation
+    /// composes over positions, i.e. without YaRN's magnitude scaling (which a second rotation
+    /// would apply twice).
+    pub(crate) fn for_layers(ropes: Vec<RopeParams>) -> PositionShift {
+        if ropes
+            .iter()
+            .all(|rope| rope.ext_factor == 0.0 && rope.attn_factor == 1.0)
+        {
+            PositionShift::Rope(ropes)
         } else {
             PositionShift::Unsupported
         }

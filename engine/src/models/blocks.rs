@@ -338,35 +338,73 @@ pub(super) fn swiglu_ffn<'a>(
     ctx.mul_mat(down, activated) // [n_embd, n_tokens]
 }
 
+/// The GELU-gated feed-forward network (Gemma): `down @ (gelu(gate @ x) * (up @ x))`, GELU with the
+/// tanh approximation.
+pub(super) fn geglu_ffn<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    gate: Tensor<'a>,
+    up: Tensor<'a>,
+    down: Tensor<'a>,
+) -> Tensor<'a> {
+    let gated = ctx.mul_mat(gate, x); // [n_ff, n_tokens]
+    let lifted = ctx.mul_mat(up, x); // [n_ff, n_tokens]
+    let activated = ctx.geglu_split(gated, lifted); // [n_ff, n_tokens]
+    ctx.mul_mat(down, activated) // [n_embd, n_tokens]
+}
+
+/// QK-norm: RMS norm of every head on its own, `x` `[head_dim, n_heads, n_tokens]` and `weight`
+/// `[head_dim]` (shared by the heads). Returns the same shape.
+pub(super) fn per_head_rms_norm<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    weight: Tensor<'a>,
+    eps: f32,
+) -> Tensor<'a> {
+    // GGML normalises over ne0, which is one head here.
+    rms_norm(ctx, x, weight, eps)
+}
+
+/// The residual connection of a sandwich-norm block (Gemma 2 and 3): the sub-block's output is
+/// RMS-normed again before it is added, `residual + rms_norm(output) * post_norm`, `[n_embd, n]`.
+pub(super) fn post_norm_residual<'a>(
+    ctx: &'a Context,
+    residual: Tensor<'a>,
+    output: Tensor<'a>,
+    post_norm: Tensor<'a>,
+    eps: f32,
+) -> Tensor<'a> {
+    let normalized = rms_norm(ctx, output, post_norm, eps);
+    ctx.add(normalized, residual)
+}
+
 /// Self-attention of the batch over the KV cache of layer `layer`.
 ///
-/// `q` is `[head_dim, n_head, n_tokens]`, `k` `[head_dim, n_head_kv, n_tokens]` (both before RoPE),
-/// `v` `[n_head_kv*head_dim, n_tokens]`. Writes the batch's keys and values into the cache rows
-/// `batch.cache_rows` (the transposed values: columns `n_past..n_past+n_tokens`), then attends over
-/// rows `0..n_kv`, the mask hiding rows a token may not see. Returns `[n_head*head_dim, n_tokens]`.
+/// `q` is `[head_dim, n_head, n_tokens]`, `k` `[head_dim, n_head_kv, n_tokens]` (both already
+/// rotated), `v` `[n_head_kv*head_dim, n_tokens]`. Writes the batch's keys and values into the cache
+/// rows `batch.cache_rows` (the transposed values: columns `n_past..n_past+n_tokens`), then attends
+/// over rows `0..n_kv` with scores `q k^T * kq_scale`, `mask` (`[n_kv, n_tokens]`, one of the batch's
+/// masks) hiding rows a token may not see. Returns `[n_head*head_dim, n_tokens]`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention<'a>(
     ctx: &'a Context,
     graph: &mut Graph<'a>,
-    cfg: &DecoderConfig,
+    hp: &Hyperparameters,
     cache: &KvTensors<'a>,
     layer: usize,
     batch: &BatchInputs<'a>,
+    mask: Tensor<'a>,
     q: Tensor<'a>,
     k: Tensor<'a>,
     v: Tensor<'a>,
+    kq_scale: f32,
 ) -> Tensor<'a> {
-    let hp = &cfg.hp;
     let (n_tokens, n_past, n_kv) = (batch.n_tokens as i64, batch.n_past, batch.n_kv as i64);
     let (head_dim, n_head_kv, n_embd_kv) = (
         hp.head_dim as i64,
         hp.n_head_kv as i64,
         hp.n_embd_kv() as i64,
     );
-
-    // Rotate queries and keys by their positions.
-    let q = ctx.rope_ext(q, batch.positions, &cfg.rope); // [head_dim, n_head, n_tokens]
-    let k = ctx.rope_ext(k, batch.positions, &cfg.rope); // [head_dim, n_head_kv, n_tokens]
 
     // Write this batch's keys into the cache rows of their positions: row p holds position p.
     let (k_cache, v_cache) = (cache.keys(layer), cache.values(layer));
@@ -391,13 +429,12 @@ pub(super) fn attention<'a>(
     };
     let keys = rows_per_head(k_cache);
     let queries = ctx.permute(q, [0, 2, 1, 3]); // [head_dim, n_tokens, n_head]
-    let scale = 1.0 / (hp.head_dim as f32).sqrt();
 
     if batch.flash_attention {
-        // Values stored like keys, [n_embd_kv, n_ctx]; fused softmax(q k^T / sqrt(d) + mask) v.
+        // Values stored like keys, [n_embd_kv, n_ctx]; fused softmax(q k^T * kq_scale + mask) v.
         graph.build_forward(ctx.set_rows(cache.writable(v_cache), v, batch.cache_rows));
         let values = rows_per_head(v_cache); // [head_dim, n_kv, n_head_kv]
-        let attended = ctx.flash_attn_ext(queries, keys, values, batch.mask, scale); // [head_dim, n_head, n_tokens]
+        let attended = ctx.flash_attn_ext(queries, keys, values, mask, kq_scale); // [head_dim, n_head, n_tokens]
         return ctx.reshape_2d(attended, head_dim * hp.n_head as i64, n_tokens);
     }
 
@@ -425,7 +462,7 @@ pub(super) fn attention<'a>(
     // Scores [n_kv, n_tokens, n_head] (query heads broadcast over KV heads), masked softmax, then
     // the weighted sum of values [head_dim, n_tokens, n_head], heads merged per token.
     let scores = ctx.mul_mat(keys, queries);
-    let weights = ctx.soft_max_ext(scores, Some(batch.mask), scale);
+    let weights = ctx.soft_max_ext(scores, Some(mask), kq_scale);
     let mixed = ctx.mul_mat(values, weights);
     let merged = ctx.cont(ctx.permute(mixed, [0, 2, 1, 3])); // [head_dim, n_head, n_tokens]
     ctx.reshape_2d(merged, head_dim * hp.n_head as i64, n_tokens)

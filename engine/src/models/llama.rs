@@ -52,7 +52,7 @@ impl Architecture for Llama {
     }
 
     fn position_shift(&self) -> PositionShift {
-        PositionShift::for_rope(&self.config.rope)
+        PositionShift::for_rope(&self.config.rope, self.config.hp.n_layer)
     }
 }
 
@@ -69,6 +69,7 @@ pub(super) fn forward<'a>(
     let hp = &cfg.hp;
     let n_tokens = batch.n_tokens as i64;
     let (head_dim, n_head, n_head_kv) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
+    let kq_scale = 1.0 / (hp.head_dim as f32).sqrt();
 
     // Look up the token embeddings: [n_embd, n_tokens].
     let mut x = ctx.get_rows(w.get(ids.token_embd), batch.tokens);
@@ -86,8 +87,24 @@ pub(super) fn forward<'a>(
         let q = ctx.reshape_3d(q, head_dim, n_head, n_tokens);
         let k = ctx.reshape_3d(k, head_dim, n_head_kv, n_tokens);
 
-        // Rotary embeddings, cache update and attention over the cache.
-        let attended = blocks::attention(ctx, graph, cfg, cache, layer_index, batch, q, k, v);
+        // Rotate queries and keys by their positions.
+        let q = ctx.rope_ext(q, batch.positions, &cfg.rope); // [head_dim, n_head, n_tokens]
+        let k = ctx.rope_ext(k, batch.positions, &cfg.rope); // [head_dim, n_head_kv, n_tokens]
+
+        // Cache update and causal attention over the cache, scores scaled by 1/sqrt(head_dim).
+        let attended = blocks::attention(
+            ctx,
+            graph,
+            hp,
+            cache,
+            layer_index,
+            batch,
+            batch.mask,
+            q,
+            k,
+            v,
+            kq_scale,
+        ); // [n_head*head_dim, n_tokens]
 
         // Output projection and residual connection.
         let mut projected = blocks::linear(ctx, l.wo, attended, l.bo); // [n_embd, n_tokens]

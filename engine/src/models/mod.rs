@@ -7,6 +7,7 @@
 
 pub(crate) mod architecture;
 mod blocks;
+mod gemma3;
 mod llama;
 mod qwen2;
 
@@ -19,7 +20,11 @@ use crate::weights::WeightBinder;
 pub(crate) type LoadFn = fn(&mut WeightBinder<'_>) -> Result<Box<dyn Architecture>, LoadError>;
 
 /// Architectures lmrs runs, by their `general.architecture` name.
-const REGISTRY: &[(&str, LoadFn)] = &[("qwen2", qwen2::load), ("llama", llama::load)];
+const REGISTRY: &[(&str, LoadFn)] = &[
+    ("qwen2", qwen2::load),
+    ("llama", llama::load),
+    ("gemma3", gemma3::load),
+];
 
 /// The loader of the architecture called `name` (`general.architecture`), if lmrs runs it.
 pub(crate) fn find(name: &str) -> Option<LoadFn> {

@@ -555,6 +555,14 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
     outln!("fim pad:       {}", show(fim.pad))?;
     outln!("repo name:     {}", show(fim.repo_name))?;
     outln!("file sep:      {}", show(fim.file_separator))?;
+    // As the completion pipeline decides (`CompletionModel::fim_support`): FIM needs all three.
+    let completion = if fim.prefix.is_some() && fim.suffix.is_some() && fim.middle.is_some() {
+        "fill-in-the-middle (prefix, suffix and middle tokens)"
+    } else {
+        "prefix only: no FIM tokens, so completion continues the text before the cursor and \
+         ignores what follows it"
+    };
+    outln!("completion:    {completion}")?;
     outln!("cpu:           {}", lmrs::cpu_features())?;
     outln!("cpu variant:   {}", lmrs::cpu_variant())?;
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);

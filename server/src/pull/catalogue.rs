@@ -2,12 +2,12 @@
 //! each lives on the Hugging Face hub, its size, its sha256 when pinned, and whether it can fill in
 //! the middle.
 //!
-//! Only the `qwen2` and `llama` architectures load in this lmrs ([`LOADABLE_ARCHITECTURES`]); the
+//! Only the `qwen2`, `llama` and `gemma3` architectures load in this lmrs ([`LOADABLE_ARCHITECTURES`]); the
 //! other entries can be pulled (for another tool, or a later lmrs) and `lmrs pull` says that this
 //! lmrs cannot run them yet.
 
 /// Architectures (`general.architecture`) that this lmrs's engine loads.
-pub const LOADABLE_ARCHITECTURES: &[&str] = &["qwen2", "llama"];
+pub const LOADABLE_ARCHITECTURES: &[&str] = &["qwen2", "llama", "gemma3"];
 
 /// One model of the catalogue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
