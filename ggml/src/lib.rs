@@ -1183,6 +1183,122 @@ fn repack_buffer_type() -> Option<sys::ggml_backend_buffer_type_t> {
     }
 }
 
+/// GGML types [`quantize_rows`] writes: the float types and every block type GGML's reference
+/// quantizers produce (its `ggml_quantize_chunk`). TQ1_0/TQ2_0 (ternary) are left out: they only
+/// represent weights trained for them.
+const QUANTIZABLE_TYPES: &[sys::ggml_type::Type] = &[
+    sys::ggml_type::GGML_TYPE_F32,
+    sys::ggml_type::GGML_TYPE_F16,
+    sys::ggml_type::GGML_TYPE_BF16,
+    sys::ggml_type::GGML_TYPE_Q4_0,
+    sys::ggml_type::GGML_TYPE_Q4_1,
+    sys::ggml_type::GGML_TYPE_Q5_0,
+    sys::ggml_type::GGML_TYPE_Q5_1,
+    sys::ggml_type::GGML_TYPE_Q8_0,
+    sys::ggml_type::GGML_TYPE_MXFP4,
+    sys::ggml_type::GGML_TYPE_Q2_K,
+    sys::ggml_type::GGML_TYPE_Q3_K,
+    sys::ggml_type::GGML_TYPE_Q4_K,
+    sys::ggml_type::GGML_TYPE_Q5_K,
+    sys::ggml_type::GGML_TYPE_Q6_K,
+    sys::ggml_type::GGML_TYPE_IQ2_XXS,
+    sys::ggml_type::GGML_TYPE_IQ2_XS,
+    sys::ggml_type::GGML_TYPE_IQ2_S,
+    sys::ggml_type::GGML_TYPE_IQ3_XXS,
+    sys::ggml_type::GGML_TYPE_IQ3_S,
+    sys::ggml_type::GGML_TYPE_IQ1_S,
+    sys::ggml_type::GGML_TYPE_IQ1_M,
+    sys::ggml_type::GGML_TYPE_IQ4_NL,
+    sys::ggml_type::GGML_TYPE_IQ4_XS,
+];
+
+/// Why [`quantize_rows`] refused its input.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    /// GGML has no quantizer for this type (or it is not a weight type).
+    #[error("GGML cannot quantize to type {0}")]
+    UnsupportedType(u32),
+    /// Rows must be whole blocks of the type.
+    #[error("rows of {n_per_row} values are not whole blocks of {block_size} for type {type_id}")]
+    PartialBlock {
+        /// The type asked for.
+        type_id: u32,
+        /// Values per row.
+        n_per_row: usize,
+        /// Values per block of the type.
+        block_size: usize,
+    },
+    /// The values are not a whole number of rows (or there are none).
+    #[error("{n_values} values are not a whole number of rows of {n_per_row}")]
+    PartialRow {
+        /// Values given.
+        n_values: usize,
+        /// Values per row.
+        n_per_row: usize,
+    },
+}
+
+/// Quantizes `values` (rows of `n_per_row` values, row after row) to `tensor_type` with GGML's own
+/// reference quantizers, as llama.cpp's `llama-quantize` does without an importance matrix, and
+/// returns the tensor's bytes. The types that need an importance matrix (IQ2_XXS, IQ2_XS, IQ1_S)
+/// get a uniform one: every column equally important.
+pub fn quantize_rows(
+    tensor_type: TensorType,
+    values: &[f32],
+    n_per_row: usize,
+) -> Result<Vec<u8>, QuantizeError> {
+    init_once();
+    let raw = tensor_type.raw();
+    if !QUANTIZABLE_TYPES.contains(&raw) {
+        return Err(QuantizeError::UnsupportedType(raw));
+    }
+    if n_per_row == 0 || values.is_empty() || !values.len().is_multiple_of(n_per_row) {
+        return Err(QuantizeError::PartialRow {
+            n_values: values.len(),
+            n_per_row,
+        });
+    }
+    // SAFETY: `raw` is one of GGML's types (checked above); these only read its traits table.
+    let (block_size, row_bytes) = unsafe {
+        (
+            sys::ggml_blck_size(raw) as usize,
+            sys::ggml_row_size(raw, n_per_row as i64),
+        )
+    };
+    if !n_per_row.is_multiple_of(block_size) {
+        return Err(QuantizeError::PartialBlock {
+            type_id: raw,
+            n_per_row,
+            block_size,
+        });
+    }
+    let n_rows = values.len() / n_per_row;
+    let mut bytes = vec![0u8; row_bytes * n_rows];
+    // SAFETY: pure function of the type.
+    let needs_importance = unsafe { sys::ggml_quantize_requires_imatrix(raw) };
+    let importance = vec![1.0f32; if needs_importance { n_per_row } else { 0 }];
+    // SAFETY: `values` holds `n_rows * n_per_row` floats; `bytes` holds `n_rows` rows of the type's
+    // row size, which is what GGML writes from `start` 0; the rows are whole blocks (checked above)
+    // and the importance matrix, when the type requires one, holds `n_per_row` floats.
+    let written = unsafe {
+        sys::ggml_quantize_chunk(
+            raw,
+            values.as_ptr(),
+            bytes.as_mut_ptr().cast(),
+            0,
+            n_rows as i64,
+            n_per_row as i64,
+            if needs_importance {
+                importance.as_ptr()
+            } else {
+                std::ptr::null()
+            },
+        )
+    };
+    debug_assert_eq!(written, bytes.len());
+    Ok(bytes)
+}
+
 /// Whether a weight matrix `weight` used as `mul_mat(weight, x)` with F32 `x` of `n_cols` columns would
 /// run on repacked kernels if stored in a [`BufferKind::Repack`] buffer.
 pub fn repack_supported(tensor_type: TensorType, dims: [i64; 2]) -> bool {
