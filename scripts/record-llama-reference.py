@@ -9,7 +9,13 @@ log-probabilities and writes a file the engine's greedy_reference test can read
 (LMRS_SHARED_DIR pointing at a folder with reference/greedy-*.json).
 
 usage: record-llama-reference.py URL REFERENCE.json OUT.json [--retokenize MODEL_NAME]
-       (start llama-server -m MODEL -t 2 --host 127.0.0.1 --port PORT first)
+       (start llama-server -m MODEL -t 2 -fa on -ctxcp 0 --host 127.0.0.1 --port PORT first:
+       `-ctxcp 0` because with context checkpoints llama-server evaluates the last 4 prompt tokens of
+       sliding-window models (Gemma 3) as a separate batch, which GGML's flash attention computes
+       with other kernels than one whole batch)
+
+The file records the CPU kind (`cpu`: avx512, avx2, neon) so a test run elsewhere knows that GGML
+rounded differently there.
 
 --retokenize MODEL_NAME records a model that has no reference yet: the prompts (`prompt` texts) of
 another model's REFERENCE.json are tokenized by the server (`/tokenize`, special tokens added as the
@@ -17,7 +23,18 @@ model's GGUF says, e.g. BOS) instead of replaying its prompt_ids; cases whose pr
 token of that other model (`<|fim_prefix|>`, `<fim_prefix>`, ...) are left out. MODEL_NAME goes into
 the file's `model` field.
 """
-import json, sys, urllib.request
+import json, platform, sys, urllib.request
+
+
+def cpu_kind():
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        flags = ""
+    for kind, flag in [("avx512", " avx512f"), ("avx2", " avx2"), ("neon", " asimd")]:
+        if flag in flags:
+            return kind
+    return platform.machine()
 
 args = sys.argv[1:]
 retokenize_as = None
@@ -51,5 +68,5 @@ for case in reference["cases"]:
     cases.append({**case, "tokens": [s["id"] for s in steps], "text": answer["content"], "steps": steps})
     print(case["name"], "ok", file=sys.stderr)
 json.dump({"model": retokenize_as or reference["model"],
-           "engine": "llama-server on this machine (record-llama-reference.py)",
+           "engine": "llama-server on this machine (record-llama-reference.py)", "cpu": cpu_kind(),
            "cases": cases}, open(out_path, "w"))

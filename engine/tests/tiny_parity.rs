@@ -4,13 +4,19 @@
 //!
 //! `engine/tests/data/tiny-parity/{arch}.json` holds what llama.cpp's `llama-server` answered on the
 //! very same files (they are deterministic: `scripts/tiny-parity.py` writes them with the fixtures'
-//! `write_tiny` example and records them): for three prompts, the token ids of the prompt text and
+//! `write_tiny` example and records them): for four prompts (one of 337 tokens), the token ids of the prompt text and
 //! 16 greedy tokens with the top-5 log-probabilities of each step. For each architecture, type and
 //! prompt this test checks that lmrs
 //! - tokenizes the prompt text into the same ids,
 //! - picks the same 16 greedy tokens, and
 //! - gives log-probabilities within [`MAX_LOGPROB_DELTA`] of llama.cpp's for every top-5 entry of
 //!   every step.
+//!
+//! Both sides run 2 threads: GGML's flash attention splits 512+ cache rows between the threads
+//! when generating, and another split rounds differently. The models are loaded without [`ModelParams::dual_layout`]: that default keeps a second, in-place
+//! copy of repacked matrices (Q4_K here) for prompt batches, whose tiled kernels sum in another order
+//! than the repacked ones llama.cpp uses. It is faster and rounds differently: on these tiny models
+//! up to 0.3 at late steps of a peaked distribution (measured with this test).
 //!
 //! GGML's kernels round differently on different CPUs (AVX2 and AVX-512 sum and quantize
 //! activations in different orders). A recording made on another kind of CPU than this one (the
@@ -28,7 +34,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use lmrs::gguf::GgmlType;
-use lmrs::{InferenceFeedback, InferenceParameters, Model, Session, SessionParams, TokenId};
+use lmrs::{
+    InferenceFeedback, InferenceParameters, Model, ModelParams, Session, SessionParams, TokenId,
+};
 use lmrs_fixtures::tiny::{tiny_model_writer_for, TinyArch, TinySpec, PARITY_TYPES};
 use serde_json::Value;
 use tiny_support::TempDir;
@@ -241,15 +249,22 @@ fn every_architecture_matches_llama_cpp_in_every_parity_type() {
                 .write_to(&path)
                 .expect("writing the parity file");
             let model = Arc::new(
-                Model::load(&path, tiny_support::model_params())
-                    .unwrap_or_else(|e| panic!("loading {}: {e}", path.display())),
+                Model::load(
+                    &path,
+                    ModelParams {
+                        dual_layout: false,
+                        n_threads: 2,
+                        ..tiny_support::model_params()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("loading {}: {e}", path.display())),
             );
             let mut session = Session::new(
                 Arc::clone(&model),
                 SessionParams {
                     n_ctx: 512,
                     n_batch: 512,
-                    n_threads: 1,
+                    n_threads: 2,
                     cache_reuse_min_tokens: 0,
                     cache_reuse_fence: None,
                 },
