@@ -1184,8 +1184,8 @@ fn repack_buffer_type() -> Option<sys::ggml_backend_buffer_type_t> {
 }
 
 /// GGML types [`quantize_rows`] writes: the float types and every block type GGML's reference
-/// quantizers produce (its `ggml_quantize_chunk`). TQ1_0/TQ2_0 (ternary) are left out: they only
-/// represent weights trained for them.
+/// quantizers produce (its `ggml_quantize_chunk`), the ternary TQ1_0/TQ2_0 included (they only
+/// represent weights trained for them well, but they load and run like the others).
 const QUANTIZABLE_TYPES: &[sys::ggml_type::Type] = &[
     sys::ggml_type::GGML_TYPE_F32,
     sys::ggml_type::GGML_TYPE_F16,
@@ -1210,6 +1210,8 @@ const QUANTIZABLE_TYPES: &[sys::ggml_type::Type] = &[
     sys::ggml_type::GGML_TYPE_IQ1_M,
     sys::ggml_type::GGML_TYPE_IQ4_NL,
     sys::ggml_type::GGML_TYPE_IQ4_XS,
+    sys::ggml_type::GGML_TYPE_TQ1_0,
+    sys::ggml_type::GGML_TYPE_TQ2_0,
 ];
 
 /// Why [`quantize_rows`] refused its input.
