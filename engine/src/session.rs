@@ -195,6 +195,16 @@ impl Session {
                 params.n_ctx
             )));
         }
+        if let Some(max) = model.architecture().max_positions() {
+            // Learned position embeddings have one row per position: none past the last.
+            if params.n_ctx > max {
+                return Err(InferError::InvalidParams(format!(
+                    "n_ctx = {} is longer than the {max} positions this model's position \
+                     embeddings cover",
+                    params.n_ctx
+                )));
+            }
+        }
         params.n_batch = params.n_batch.clamp(1, params.n_ctx);
         if params.n_threads == 0 {
             params.n_threads = model.params().n_threads;
@@ -660,18 +670,22 @@ impl Session {
         let positions: Vec<i32> = (n_past..n_past + n_tokens).map(|p| p as i32).collect();
         let rows: Vec<i64> = (n_past..n_past + n_tokens).map(|p| p as i64).collect();
         graph.set_input(BatchGraph::TOKENS, as_bytes_i32(&ids))?;
-        graph.set_input(BatchGraph::POSITIONS, as_bytes_i32(&positions))?;
+        // Models without rotary or learned positions (ALiBi) have no node reading the positions.
+        if graph.tensor(BatchGraph::POSITIONS).has_data() {
+            graph.set_input(BatchGraph::POSITIONS, as_bytes_i32(&positions))?;
+        }
         graph.set_input(BatchGraph::CACHE_ROWS, bytemuck::cast_slice(&rows))?;
         // The masks the graph uses: the causal mask, and the sliding-window one of models with a
         // window (where every layer is local, or none, one of the two is in no node and has no
         // memory).
+        let alibi = self.model.architecture().uses_alibi();
         if graph.tensor(BatchGraph::MASK).has_data() {
-            let mask = causal_mask(n_past, n_tokens, shape.n_kv, None);
+            let mask = causal_mask(n_past, n_tokens, shape.n_kv, None, alibi);
             graph.set_input(BatchGraph::MASK, &mask)?;
         }
         if let Some(window) = self.model.architecture().sliding_window() {
             if graph.tensor(BatchGraph::MASK_SWA).has_data() {
-                let mask = causal_mask(n_past, n_tokens, shape.n_kv, Some(window));
+                let mask = causal_mask(n_past, n_tokens, shape.n_kv, Some(window), alibi);
                 graph.set_input(BatchGraph::MASK_SWA, &mask)?;
             }
         }
@@ -969,8 +983,15 @@ fn as_bytes_i32(values: &[i32]) -> &[u8] {
 /// F16 mask `[n_kv, n_tokens]`: token `i` (at position `p = n_past + i`) sees positions `0..=p`, or
 /// with a sliding `window` only the last `window` of them, `p + 1 - window..=p` (llama.cpp's
 /// standard window: hidden where `p - j >= window`); rows past the batch (padding) are hidden from
-/// every token.
-fn causal_mask(n_past: usize, n_tokens: usize, n_kv: usize, window: Option<usize>) -> Vec<u8> {
+/// every token. With `alibi`, a visible entry holds minus the distance `p - j` (in F16, as llama.cpp
+/// writes it) instead of 0.
+fn causal_mask(
+    n_past: usize,
+    n_tokens: usize,
+    n_kv: usize,
+    window: Option<usize>,
+    alibi: bool,
+) -> Vec<u8> {
     const ZERO: [u8; 2] = 0x0000u16.to_le_bytes();
     const MINUS_INFINITY: [u8; 2] = 0xFC00u16.to_le_bytes();
     let mut mask = Vec::with_capacity(n_kv * n_tokens * 2);
@@ -978,7 +999,16 @@ fn causal_mask(n_past: usize, n_tokens: usize, n_kv: usize, window: Option<usize
         for j in 0..n_kv {
             let p = n_past + i;
             let visible = j <= p && window.is_none_or(|window| p - j < window);
-            mask.extend_from_slice(if visible { &ZERO } else { &MINUS_INFINITY });
+            if !visible {
+                mask.extend_from_slice(&MINUS_INFINITY);
+            } else if alibi {
+                // ALiBi: minus the distance, which the attention scales by each head's slope.
+                // (0.0 - d, so that distance 0 is +0 as llama.cpp writes it).
+                let value = 0.0 - (p - j) as f32;
+                mask.extend_from_slice(&ggml_sys::f32_to_f16_bits(value).to_le_bytes());
+            } else {
+                mask.extend_from_slice(&ZERO);
+            }
         }
     }
     mask
@@ -1014,7 +1044,7 @@ mod tests {
 
     #[test]
     fn causal_mask_hides_the_future() {
-        let mask = causal_mask(1, 2, 4, None);
+        let mask = causal_mask(1, 2, 4, None, false);
         let values: Vec<u16> = mask
             .chunks(2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -1024,9 +1054,21 @@ mod tests {
     }
 
     #[test]
+    fn alibi_mask_holds_minus_the_distance() {
+        // Tokens at positions 1 and 2 over 4 rows: distances 1, 0 then 2, 1, 0; the future hidden.
+        let mask = causal_mask(1, 2, 4, None, true);
+        let values: Vec<u16> = mask
+            .chunks(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let (h, zero, m1, m2) = (0xFC00, 0x0000, 0xBC00, 0xC000);
+        assert_eq!(values, vec![m1, zero, h, h, m2, m1, zero, h]);
+    }
+
+    #[test]
     fn sliding_window_mask_hides_the_distant_past_too() {
         // Tokens at positions 2 and 3 with a window of 2: each sees itself and the one before.
-        let mask = causal_mask(2, 2, 5, Some(2));
+        let mask = causal_mask(2, 2, 5, Some(2), false);
         let values: Vec<u16> = mask
             .chunks(2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -1082,7 +1124,8 @@ mod tests {
     /// Checked for a deletion (runs move back), an insertion (they move on) and a swap, with
     /// flash attention (values stored like keys) and without (values transposed), on every tiny
     /// architecture; for gemma3 (whose local and global layers rotate with different bases) both
-    /// with its first layer local and, by a per-layer pattern, global.
+    /// with its first layer local and, by a per-layer pattern, global. Architectures whose cached
+    /// entries cannot move ([`PositionShift::Unsupported`]) must reuse the common prefix only.
     #[test]
     fn moved_cache_rows_hold_what_evaluating_them_at_their_new_position_writes() {
         use lmrs_fixtures::tiny::{tiny_model_writer, TinyArch};
@@ -1118,6 +1161,13 @@ mod tests {
                     let mut reusing = reuse_session(&model, 4);
                     reusing.feed(&tokens).expect("first prompt");
                     let stats = reusing.feed(prompt).expect("second prompt");
+                    if let PositionShift::Unsupported = model.architecture().position_shift() {
+                        // Learned positions and ALiBi models: only the common prefix is reused,
+                        // nothing moves, the rest is evaluated again.
+                        assert_eq!((stats.reused, stats.moved), (10, 0), "{case}: {stats:?}");
+                        assert_eq!(stats.evaluated, prompt.len() - 10, "{case}");
+                        continue;
+                    }
                     assert_eq!(stats.moved, expect_moved, "{case}: {stats:?}");
                     assert_eq!(stats.reused, 10 + expect_moved, "{case}: {stats:?}");
                     assert_eq!(stats.evaluated, prompt.len() - stats.reused, "{case}");

@@ -19,7 +19,7 @@
 //!
 //! Every architecture of [`TinyArch::ALL`] must have its recording: adding an architecture means
 //! recording it (`scripts/tiny-parity.py --llama-server BIN --arch NAME`). `LMRS_PARITY_ARCH=NAME`
-//! runs one architecture's checks only.
+//! runs one architecture's checks only, `LMRS_PARITY_TYPE=NAME` (e.g. `q8_0`) one type's.
 
 mod tiny_support;
 
@@ -234,7 +234,12 @@ fn every_architecture_matches_llama_cpp_in_every_parity_type() {
                 "{arch}: no recording for {ggml_type}"
             );
         }
+        // `LMRS_PARITY_TYPE=name` checks one type only.
+        let only_type = std::env::var("LMRS_PARITY_TYPE").ok();
         for (type_name, cases) in by_type {
+            if only_type.as_deref().is_some_and(|name| name != type_name) {
+                continue;
+            }
             let spec = TinySpec::parity(arch, parity_type(type_name));
             let path = dir.join(&spec.file_name());
             tiny_model_writer_for(&spec)

@@ -83,15 +83,16 @@ fn prefix_reuse_is_exact() {
 
         // A shared prefix (two whole batches), a different continuation, then back to the real
         // prompt: the continuation is evaluated with the same batch boundaries as the fresh feed,
-        // so the logits must be identical.
+        // so the logits must be identical. (The detour starts with `#`, which the code prompt does
+        // not have, so it differs from the prompt right after the shared prefix.)
         let shared = 2 * N_BATCH;
         let mut detour: Vec<TokenId> = prompt[..shared].to_vec();
         detour.extend(
             model
                 .tokenizer()
-                .encode(" other = {'a': 1}\nprint(other)\n", false),
+                .encode("# other = {'a': 1}\nprint(other)\n", false),
         );
-        assert_ne!(detour[shared], prompt[shared]);
+        assert_ne!(detour[shared], prompt[shared], "{arch}");
         let mut rewound = session(model, 256, N_BATCH);
         let stats = rewound.feed(&detour).unwrap();
         assert_eq!((stats.reused, stats.evaluated), (0, detour.len()));
