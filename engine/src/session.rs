@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ggml_sys::{Context, CpuBackend, GgmlError, GraphAllocator, OwnedGraph, Tensor, TensorType};
+use ggml_sys::{
+    Context, CpuBackend, GgmlError, GraphAllocator, OwnedGraph, RopeParams, Tensor, TensorType,
+};
 
 use crate::cache_reuse::{self, ReusedRun, Segment};
 use crate::error::InferError;
@@ -441,7 +443,7 @@ impl Session {
             return Vec::new();
         }
         match self.model.architecture().position_shift() {
-            PositionShift::Rope(_) => {
+            PositionShift::Rope(_) | PositionShift::Unrotated => {
                 let limit = self
                     .params
                     .cache_reuse_fence
@@ -454,20 +456,27 @@ impl Session {
     }
 
     /// Moves the cache rows of each run from `run.from` to `run.to` in every layer, re-rotating the
-    /// keys by the distance, in one graph: per layer every run is first copied out (keys rotated on
-    /// the way), then written to its new rows, so runs may overlap each other's old rows in any
+    /// keys by the distance where they carry RoPE (ALiBi models' keys are copied as they are), in
+    /// one graph: per layer every run is first copied out (keys rotated on the way), then written
+    /// to its new rows, so runs may overlap each other's old rows in any
     /// order. The batch graph is dropped (the allocator's memory goes to this graph).
     fn move_cache_rows(&mut self, runs: &[ReusedRun]) -> Result<(), InferError> {
         let runs: Vec<ReusedRun> = runs.iter().copied().filter(ReusedRun::moves).collect();
         if runs.is_empty() {
             return Ok(());
         }
-        let PositionShift::Rope(ropes) = self.model.architecture().position_shift() else {
-            return Err(InferError::InvalidParams(
-                "this architecture's cached keys cannot move to other positions".into(),
-            ));
-        };
         let hp = self.model.architecture().hyperparameters().clone();
+        // Per layer: the rotation that moves its keys, or none (keys without positions are copied).
+        let ropes: Vec<Option<RopeParams>> = match self.model.architecture().position_shift() {
+            PositionShift::Rope(ropes) => ropes.into_iter().map(Some).collect(),
+            PositionShift::Unrotated => vec![None; hp.n_layer],
+            PositionShift::Unsupported => {
+                return Err(InferError::InvalidParams(
+                    "this architecture's cached keys cannot move to other positions".into(),
+                ))
+            }
+        };
+        let rotated = ropes.iter().any(Option::is_some);
         if ropes.len() != hp.n_layer {
             return Err(InferError::InvalidParams(format!(
                 "the architecture gives RoPE parameters for {} of {} layers",
@@ -492,9 +501,10 @@ impl Session {
                 hp.n_head_kv as i64,
                 hp.n_embd_kv() as i64,
             );
-            // One input per run: the distance it moves, once per token (RoPE rotates by position).
+            // One input per run: the distance it moves, once per token (RoPE rotates by position);
+            // none when no layer rotates.
             let mut distances = Vec::with_capacity(runs.len());
-            for (i, run) in runs.iter().enumerate() {
+            for (i, run) in runs.iter().enumerate().filter(|_| rotated) {
                 let distance =
                     ctx.new_tensor(&format!("shift_{i}"), TensorType::I32, &[run.len as i64]);
                 distances.push(ctx.mark_input(distance)?);
@@ -527,10 +537,14 @@ impl Session {
                         first * element_bytes,
                     )
                 };
-                // Copy every run out first (keys rotated by the distance moved)...
+                // Copy every run out first (keys rotated by the distance moved, if they rotate)...
                 let mut copies = Vec::with_capacity(runs.len());
-                for (run, &distance) in runs.iter().zip(&distances) {
-                    let keys = ctx.rope_ext(rows(k_cache, run.from, run.len), distance, rope); // [head_dim, n_head_kv, len]
+                for (index, run) in runs.iter().enumerate() {
+                    let old_keys = rows(k_cache, run.from, run.len);
+                    let keys = match (rope, distances.get(index)) {
+                        (Some(rope), Some(&distance)) => ctx.rope_ext(old_keys, distance, rope),
+                        _ => ctx.cont(old_keys),
+                    }; // [head_dim, n_head_kv, len]
                     graph.build_forward(keys);
                     let values = if flash_attention {
                         ctx.cont(rows(v_cache, run.from, run.len)) // [head_dim, n_head_kv, len]
@@ -563,7 +577,7 @@ impl Session {
         };
         let computed = (|| -> Result<(), InferError> {
             self.allocator.allocate(&shift_graph.graph())?;
-            for (i, run) in runs.iter().enumerate() {
+            for (i, run) in runs.iter().enumerate().filter(|_| rotated) {
                 let distance = run.to as i64 - run.from as i64;
                 let distance = vec![distance as i32; run.len];
                 shift_graph.set_data(i, as_bytes_i32(&distance))?;
@@ -1162,8 +1176,8 @@ mod tests {
                     reusing.feed(&tokens).expect("first prompt");
                     let stats = reusing.feed(prompt).expect("second prompt");
                     if let PositionShift::Unsupported = model.architecture().position_shift() {
-                        // Learned positions and ALiBi models: only the common prefix is reused,
-                        // nothing moves, the rest is evaluated again.
+                        // Learned positions: only the common prefix is reused, nothing moves,
+                        // the rest is evaluated again.
                         assert_eq!((stats.reused, stats.moved), (10, 0), "{case}: {stats:?}");
                         assert_eq!(stats.evaluated, prompt.len() - 10, "{case}");
                         continue;

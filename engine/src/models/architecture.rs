@@ -85,6 +85,10 @@ pub(crate) enum PositionShift {
     /// positions is rotating it by `d` with the same parameters. One set of parameters per layer,
     /// first to last (layers of one model may rotate with different bases).
     Rope(Vec<RopeParams>),
+    /// Cached keys and values carry no position at all (ALiBi models: the positional bias comes
+    /// from the mask, computed from the rows' positions at attention time): moving them is copying
+    /// them.
+    Unrotated,
     /// Cached entries cannot be moved (absolute position embeddings, rotations that also scale).
     Unsupported,
 }

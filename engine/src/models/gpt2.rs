@@ -301,12 +301,12 @@ impl Architecture for LayerNormDecoder {
 
     fn position_shift(&self) -> PositionShift {
         match (&self.config.rope, self.position_embd) {
-            // Keys rotated by position, nothing else positional: moving is re-rotating.
+            // Learned positions are in the cached keys and values themselves: they cannot move.
+            (_, Some(_)) => PositionShift::Unsupported,
+            // Keys rotated by position: moving is re-rotating.
             (Some(rope), None) => PositionShift::for_rope(rope, self.config.hp.n_layer),
-            // Learned positions are in the cached keys and values themselves; ALiBi-only models
-            // could move freely, but the cache's moves are re-rotations: keep them exact by
-            // re-evaluating instead.
-            _ => PositionShift::Unsupported,
+            // ALiBi (or no positions at all): the cache holds no position, moving is copying.
+            (None, None) => PositionShift::Unrotated,
         }
     }
 

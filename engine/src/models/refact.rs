@@ -44,8 +44,8 @@ impl Architecture for Refact {
     }
 
     fn position_shift(&self) -> PositionShift {
-        // Cached keys carry no position, but the cache's moves are re-rotations: re-evaluate.
-        PositionShift::Unsupported
+        // ALiBi: cached keys carry no position, moving them is copying them.
+        PositionShift::Unrotated
     }
 
     fn uses_alibi(&self) -> bool {
