@@ -150,12 +150,19 @@ fn layer_norm_family_params(arch: TinyArch, n_vocab: u64) -> u64 {
         + on(gate, e * f)
         + 2 * e * f
         + on(ffn_bias, f + e);
-    e * n_vocab
+    let total = e * n_vocab
         + on(output, e * n_vocab)
         + on(positions, e * tiny::N_CTX_TRAIN as u64)
         + on(embd_norm, norm)
         + norm
-        + tiny::N_LAYER as u64 * per_layer
+        + tiny::N_LAYER as u64 * per_layer;
+    if arch == TinyArch::Stablelm {
+        // The tiny StableLM's second layer is laid out like StableLM 2 12B's: per-head QK norms
+        // (one weight per query and key dimension), no FFN norm.
+        total + q + kv - norm
+    } else {
+        total
+    }
 }
 
 #[test]

@@ -77,6 +77,10 @@ pub(super) struct TensorNeeds {
     pub swiglu: bool,
     /// Whether `output.weight` may be absent (tied to the token embeddings).
     pub tied_output: bool,
+    /// Per-head layer norms of queries and keys (`attn_q_norm`, `attn_k_norm`, weights
+    /// `[head_dim, n_head]` and `[head_dim, n_head_kv]`, no bias), optional per layer (StableLM 2
+    /// 12B).
+    pub qk_norm: bool,
 }
 
 impl TensorNeeds {
@@ -92,6 +96,7 @@ impl TensorNeeds {
         ffn_norm: Need::Required,
         swiglu: false,
         tied_output: true,
+        qk_norm: false,
     };
 }
 
@@ -118,6 +123,8 @@ enum Ffn {
 struct Layer {
     attn_norm: LayerNormWeights,
     qkv: QkvWeights,
+    /// Per-head layer norms of queries and keys, when the layer has them.
+    qk_norm: Option<(WeightId, WeightId)>,
     wo: WeightId,
     bo: Option<WeightId>,
     ffn_norm: Option<LayerNormWeights>,
@@ -189,6 +196,26 @@ impl LayerNormDecoder {
             let attn_norm =
                 LayerNormWeights::bind(binder, &name("attn_norm"), n_embd, needs.norm_bias)?;
             let qkv = QkvWeights::bind(binder, &hp, i, needs.qkv_bias)?;
+            let qk_norm = if needs.qk_norm {
+                let q_norm = binder.optional(
+                    &name("attn_q_norm.weight"),
+                    &[hp.head_dim, hp.n_head],
+                    WeightUse::Vector,
+                )?;
+                match q_norm {
+                    Some(q_norm) => Some((
+                        q_norm,
+                        binder.require(
+                            &name("attn_k_norm.weight"),
+                            &[hp.head_dim, hp.n_head_kv],
+                            WeightUse::Vector,
+                        )?,
+                    )),
+                    None => None,
+                }
+            } else {
+                None
+            };
             let wo = binder.require(
                 &name("attn_output.weight"),
                 &[n_q, n_embd],
@@ -250,6 +277,7 @@ impl LayerNormDecoder {
             layers.push(Layer {
                 attn_norm,
                 qkv,
+                qk_norm,
                 wo,
                 bo,
                 ffn_norm,
@@ -354,6 +382,16 @@ impl LayerNormDecoder {
             // Project to queries [head_dim, n_head, n], keys [head_dim, n_head_kv, n] and values
             // [n_head_kv*head_dim, n] (fused or separate projections, clamped for MPT).
             let (q, k, v) = layer.qkv.project(ctx, w, hp, h, n_tokens, cfg.clamp_kqv);
+
+            // Per-head layer norms of queries and keys (StableLM 2 12B), each head with its own
+            // weights.
+            let (q, k) = match layer.qk_norm {
+                Some((q_norm, k_norm)) => (
+                    blocks::layer_norm(ctx, q, w.get(q_norm), None, eps), // [head_dim, n_head, n]
+                    blocks::layer_norm(ctx, k, w.get(k_norm), None, eps), // [head_dim, n_head_kv, n]
+                ),
+                None => (q, k),
+            };
 
             // Rotate queries and keys by position (possibly only their first dimensions).
             let (q, k) = match &cfg.rope {

@@ -1,25 +1,20 @@
 //! The `stablelm` architecture (StableLM 2 1.6B, StableLM-3B-4E1T, Stable Code 3B): LayerNorm with
 //! bias, q/k/v projections with optional biases, NeoX-style rotary embeddings on the first
 //! `rope.dimension_count` dimensions of each head (partial rotary), an unbiased output projection
-//! and a SwiGLU FFN. Files without `ffn_norm` (StableLM 2 12B) run attention and FFN in parallel
-//! on the same normed input; their per-head QK layer norms are not implemented (such files are
-//! refused).
+//! and a SwiGLU FFN. StableLM 2 12B's layers add per-head layer norms of queries and keys
+//! (`attn_q_norm`, `attn_k_norm`) and have no `ffn_norm`: attention and FFN then run in parallel on
+//! the same normed input. Both are optional per layer, as llama.cpp reads them.
 
 use ggml_sys::ROPE_TYPE_NEOX;
 
 use crate::error::LoadError;
 use crate::models::architecture::Architecture;
-use crate::models::blocks::{self, Need};
+use crate::models::blocks::Need;
 use crate::models::gpt2::{LayerNormDecoder, TensorNeeds};
 use crate::weights::WeightBinder;
 
 /// Reads `stablelm.*` hyperparameters and binds the weights.
 pub(super) fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture>, LoadError> {
-    blocks::refuse_tensor(
-        binder.file(),
-        "blk.0.attn_q_norm.weight",
-        "a QK-norm, which lmrs does not run for stablelm",
-    )?;
     let needs = TensorNeeds {
         qkv_bias: Need::Optional,
         // llama.cpp's StableLM graph adds no output bias even when the file has one.
@@ -27,6 +22,7 @@ pub(super) fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture
         ffn_norm: Need::Optional,
         swiglu: true,
         tied_output: false,
+        qk_norm: true,
         ..TensorNeeds::ALL_BIASES
     };
     LayerNormDecoder::load(binder, "stablelm", Some(ROPE_TYPE_NEOX), needs, |config| {
