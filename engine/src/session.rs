@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ggml_sys::{Context, CpuBackend, GgmlError, GraphAllocator, OwnedGraph, Tensor, TensorType};
+use ggml_sys::{
+    Context, CpuBackend, GgmlError, GraphAllocator, OwnedGraph, RopeParams, Tensor, TensorType,
+};
 
 use crate::cache_reuse::{self, ReusedRun, Segment};
 use crate::error::InferError;
@@ -194,6 +196,16 @@ impl Session {
                 "n_ctx = {} must be between 1 and 2^20",
                 params.n_ctx
             )));
+        }
+        if let Some(max) = model.architecture().max_positions() {
+            // Learned position embeddings have one row per position: none past the last.
+            if params.n_ctx > max {
+                return Err(InferError::InvalidParams(format!(
+                    "n_ctx = {} is longer than the {max} positions this model's position \
+                     embeddings cover",
+                    params.n_ctx
+                )));
+            }
         }
         params.n_batch = params.n_batch.clamp(1, params.n_ctx);
         if params.n_threads == 0 {
@@ -431,7 +443,7 @@ impl Session {
             return Vec::new();
         }
         match self.model.architecture().position_shift() {
-            PositionShift::Rope(_) => {
+            PositionShift::Rope(_) | PositionShift::Unrotated => {
                 let limit = self
                     .params
                     .cache_reuse_fence
@@ -444,20 +456,27 @@ impl Session {
     }
 
     /// Moves the cache rows of each run from `run.from` to `run.to` in every layer, re-rotating the
-    /// keys by the distance, in one graph: per layer every run is first copied out (keys rotated on
-    /// the way), then written to its new rows, so runs may overlap each other's old rows in any
+    /// keys by the distance where they carry RoPE (ALiBi models' keys are copied as they are), in
+    /// one graph: per layer every run is first copied out (keys rotated on the way), then written
+    /// to its new rows, so runs may overlap each other's old rows in any
     /// order. The batch graph is dropped (the allocator's memory goes to this graph).
     fn move_cache_rows(&mut self, runs: &[ReusedRun]) -> Result<(), InferError> {
         let runs: Vec<ReusedRun> = runs.iter().copied().filter(ReusedRun::moves).collect();
         if runs.is_empty() {
             return Ok(());
         }
-        let PositionShift::Rope(ropes) = self.model.architecture().position_shift() else {
-            return Err(InferError::InvalidParams(
-                "this architecture's cached keys cannot move to other positions".into(),
-            ));
-        };
         let hp = self.model.architecture().hyperparameters().clone();
+        // Per layer: the rotation that moves its keys, or none (keys without positions are copied).
+        let ropes: Vec<Option<RopeParams>> = match self.model.architecture().position_shift() {
+            PositionShift::Rope(ropes) => ropes.into_iter().map(Some).collect(),
+            PositionShift::Unrotated => vec![None; hp.n_layer],
+            PositionShift::Unsupported => {
+                return Err(InferError::InvalidParams(
+                    "this architecture's cached keys cannot move to other positions".into(),
+                ))
+            }
+        };
+        let rotated = ropes.iter().any(Option::is_some);
         if ropes.len() != hp.n_layer {
             return Err(InferError::InvalidParams(format!(
                 "the architecture gives RoPE parameters for {} of {} layers",
@@ -482,9 +501,10 @@ impl Session {
                 hp.n_head_kv as i64,
                 hp.n_embd_kv() as i64,
             );
-            // One input per run: the distance it moves, once per token (RoPE rotates by position).
+            // One input per run: the distance it moves, once per token (RoPE rotates by position);
+            // none when no layer rotates.
             let mut distances = Vec::with_capacity(runs.len());
-            for (i, run) in runs.iter().enumerate() {
+            for (i, run) in runs.iter().enumerate().filter(|_| rotated) {
                 let distance =
                     ctx.new_tensor(&format!("shift_{i}"), TensorType::I32, &[run.len as i64]);
                 distances.push(ctx.mark_input(distance)?);
@@ -517,10 +537,14 @@ impl Session {
                         first * element_bytes,
                     )
                 };
-                // Copy every run out first (keys rotated by the distance moved)...
+                // Copy every run out first (keys rotated by the distance moved, if they rotate)...
                 let mut copies = Vec::with_capacity(runs.len());
-                for (run, &distance) in runs.iter().zip(&distances) {
-                    let keys = ctx.rope_ext(rows(k_cache, run.from, run.len), distance, rope); // [head_dim, n_head_kv, len]
+                for (index, run) in runs.iter().enumerate() {
+                    let old_keys = rows(k_cache, run.from, run.len);
+                    let keys = match (rope, distances.get(index)) {
+                        (Some(rope), Some(&distance)) => ctx.rope_ext(old_keys, distance, rope),
+                        _ => ctx.cont(old_keys),
+                    }; // [head_dim, n_head_kv, len]
                     graph.build_forward(keys);
                     let values = if flash_attention {
                         ctx.cont(rows(v_cache, run.from, run.len)) // [head_dim, n_head_kv, len]
@@ -553,7 +577,7 @@ impl Session {
         };
         let computed = (|| -> Result<(), InferError> {
             self.allocator.allocate(&shift_graph.graph())?;
-            for (i, run) in runs.iter().enumerate() {
+            for (i, run) in runs.iter().enumerate().filter(|_| rotated) {
                 let distance = run.to as i64 - run.from as i64;
                 let distance = vec![distance as i32; run.len];
                 shift_graph.set_data(i, as_bytes_i32(&distance))?;
@@ -660,18 +684,22 @@ impl Session {
         let positions: Vec<i32> = (n_past..n_past + n_tokens).map(|p| p as i32).collect();
         let rows: Vec<i64> = (n_past..n_past + n_tokens).map(|p| p as i64).collect();
         graph.set_input(BatchGraph::TOKENS, as_bytes_i32(&ids))?;
-        graph.set_input(BatchGraph::POSITIONS, as_bytes_i32(&positions))?;
+        // Models without rotary or learned positions (ALiBi) have no node reading the positions.
+        if graph.tensor(BatchGraph::POSITIONS).has_data() {
+            graph.set_input(BatchGraph::POSITIONS, as_bytes_i32(&positions))?;
+        }
         graph.set_input(BatchGraph::CACHE_ROWS, bytemuck::cast_slice(&rows))?;
         // The masks the graph uses: the causal mask, and the sliding-window one of models with a
         // window (where every layer is local, or none, one of the two is in no node and has no
         // memory).
+        let alibi = self.model.architecture().uses_alibi();
         if graph.tensor(BatchGraph::MASK).has_data() {
-            let mask = causal_mask(n_past, n_tokens, shape.n_kv, None);
+            let mask = causal_mask(n_past, n_tokens, shape.n_kv, None, alibi);
             graph.set_input(BatchGraph::MASK, &mask)?;
         }
         if let Some(window) = self.model.architecture().sliding_window() {
             if graph.tensor(BatchGraph::MASK_SWA).has_data() {
-                let mask = causal_mask(n_past, n_tokens, shape.n_kv, Some(window));
+                let mask = causal_mask(n_past, n_tokens, shape.n_kv, Some(window), alibi);
                 graph.set_input(BatchGraph::MASK_SWA, &mask)?;
             }
         }
@@ -969,8 +997,15 @@ fn as_bytes_i32(values: &[i32]) -> &[u8] {
 /// F16 mask `[n_kv, n_tokens]`: token `i` (at position `p = n_past + i`) sees positions `0..=p`, or
 /// with a sliding `window` only the last `window` of them, `p + 1 - window..=p` (llama.cpp's
 /// standard window: hidden where `p - j >= window`); rows past the batch (padding) are hidden from
-/// every token.
-fn causal_mask(n_past: usize, n_tokens: usize, n_kv: usize, window: Option<usize>) -> Vec<u8> {
+/// every token. With `alibi`, a visible entry holds minus the distance `p - j` (in F16, as llama.cpp
+/// writes it) instead of 0.
+fn causal_mask(
+    n_past: usize,
+    n_tokens: usize,
+    n_kv: usize,
+    window: Option<usize>,
+    alibi: bool,
+) -> Vec<u8> {
     const ZERO: [u8; 2] = 0x0000u16.to_le_bytes();
     const MINUS_INFINITY: [u8; 2] = 0xFC00u16.to_le_bytes();
     let mut mask = Vec::with_capacity(n_kv * n_tokens * 2);
@@ -978,7 +1013,16 @@ fn causal_mask(n_past: usize, n_tokens: usize, n_kv: usize, window: Option<usize
         for j in 0..n_kv {
             let p = n_past + i;
             let visible = j <= p && window.is_none_or(|window| p - j < window);
-            mask.extend_from_slice(if visible { &ZERO } else { &MINUS_INFINITY });
+            if !visible {
+                mask.extend_from_slice(&MINUS_INFINITY);
+            } else if alibi {
+                // ALiBi: minus the distance, which the attention scales by each head's slope.
+                // (0.0 - d, so that distance 0 is +0 as llama.cpp writes it).
+                let value = 0.0 - (p - j) as f32;
+                mask.extend_from_slice(&ggml_sys::f32_to_f16_bits(value).to_le_bytes());
+            } else {
+                mask.extend_from_slice(&ZERO);
+            }
         }
     }
     mask
@@ -1014,7 +1058,7 @@ mod tests {
 
     #[test]
     fn causal_mask_hides_the_future() {
-        let mask = causal_mask(1, 2, 4, None);
+        let mask = causal_mask(1, 2, 4, None, false);
         let values: Vec<u16> = mask
             .chunks(2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -1024,9 +1068,21 @@ mod tests {
     }
 
     #[test]
+    fn alibi_mask_holds_minus_the_distance() {
+        // Tokens at positions 1 and 2 over 4 rows: distances 1, 0 then 2, 1, 0; the future hidden.
+        let mask = causal_mask(1, 2, 4, None, true);
+        let values: Vec<u16> = mask
+            .chunks(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let (h, zero, m1, m2) = (0xFC00, 0x0000, 0xBC00, 0xC000);
+        assert_eq!(values, vec![m1, zero, h, h, m2, m1, zero, h]);
+    }
+
+    #[test]
     fn sliding_window_mask_hides_the_distant_past_too() {
         // Tokens at positions 2 and 3 with a window of 2: each sees itself and the one before.
-        let mask = causal_mask(2, 2, 5, Some(2));
+        let mask = causal_mask(2, 2, 5, Some(2), false);
         let values: Vec<u16> = mask
             .chunks(2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -1082,7 +1138,8 @@ mod tests {
     /// Checked for a deletion (runs move back), an insertion (they move on) and a swap, with
     /// flash attention (values stored like keys) and without (values transposed), on every tiny
     /// architecture; for gemma3 (whose local and global layers rotate with different bases) both
-    /// with its first layer local and, by a per-layer pattern, global.
+    /// with its first layer local and, by a per-layer pattern, global. Architectures whose cached
+    /// entries cannot move ([`PositionShift::Unsupported`]) must reuse the common prefix only.
     #[test]
     fn moved_cache_rows_hold_what_evaluating_them_at_their_new_position_writes() {
         use lmrs_fixtures::tiny::{tiny_model_writer, TinyArch};
@@ -1118,6 +1175,13 @@ mod tests {
                     let mut reusing = reuse_session(&model, 4);
                     reusing.feed(&tokens).expect("first prompt");
                     let stats = reusing.feed(prompt).expect("second prompt");
+                    if let PositionShift::Unsupported = model.architecture().position_shift() {
+                        // Learned positions: only the common prefix is reused, nothing moves,
+                        // the rest is evaluated again.
+                        assert_eq!((stats.reused, stats.moved), (10, 0), "{case}: {stats:?}");
+                        assert_eq!(stats.evaluated, prompt.len() - 10, "{case}");
+                        continue;
+                    }
                     assert_eq!(stats.moved, expect_moved, "{case}: {stats:?}");
                     assert_eq!(stats.reused, 10 + expect_moved, "{case}: {stats:?}");
                     assert_eq!(stats.evaluated, prompt.len() - stats.reused, "{case}");

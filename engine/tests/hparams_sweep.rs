@@ -63,7 +63,7 @@ fn adversarial(rng: &mut Rng, key: &'static str, shape: &TinyShape) -> Value {
         u32::MAX,
     ];
     match key {
-        "attention.layer_norm_rms_epsilon" => match rng.below(8) {
+        "attention.layer_norm_rms_epsilon" | "attention.layer_norm_epsilon" => match rng.below(8) {
             0 => Value::F64(rng.pick(&[1e300, -1e-300, f64::NAN, 1e-6])),
             1 => Value::Str("1e-5"),
             _ => Value::F32(rng.pick(&[
@@ -144,12 +144,20 @@ fn adversarial(rng: &mut Rng, key: &'static str, shape: &TinyShape) -> Value {
             _ => Value::U32(rng.pick(&[0, 1, 2, 3, 6, u32::MAX])),
         },
         "rope.freq_base_swa" => Value::F32(rng.pick(&[0.0, 1.0, f32::NAN, 1e38, 10_000.0])),
+        // MPT's (other architectures ignore them).
+        "attention.max_alibi_bias" | "attention.clamp_kqv" => {
+            Value::F32(rng.pick(&[0.0, -1.0, f32::NAN, f32::INFINITY, 1e-45, 1e38, 8.0]))
+        }
         other => unreachable!("no adversarial values for {other}"),
     }
 }
 
-const KEYS: [&str; 17] = [
+const KEYS: [&str; 20] = [
     "attention.layer_norm_rms_epsilon",
+    // The LayerNorm architectures' epsilon, and MPT's ALiBi bias and clamp.
+    "attention.layer_norm_epsilon",
+    "attention.max_alibi_bias",
+    "attention.clamp_kqv",
     "rope.freq_base",
     "rope.scaling.factor",
     "rope.scaling.type",
@@ -478,5 +486,33 @@ fn values_ggml_asserts_on_are_invalid_hyperparameters() {
             assert_eq!(key, "llama.attention.key_length")
         }
         other => panic!("odd head width: {other:?}"),
+    }
+    // The LayerNorm architectures' epsilon (GGML asserts eps >= 0; 0 divides a constant row by
+    // zero) and MPT's ALiBi bias and clamp (negative makes no sense).
+    let layer_norm_cases: [(TinyArch, &'static str, f32); 5] = [
+        (TinyArch::Gpt2, "attention.layer_norm_epsilon", -1e-5),
+        (TinyArch::Bloom, "attention.layer_norm_epsilon", 0.0),
+        (TinyArch::Stablelm, "attention.layer_norm_epsilon", f32::NAN),
+        (TinyArch::Mpt, "attention.max_alibi_bias", -8.0),
+        (TinyArch::Mpt, "attention.clamp_kqv", -1.0),
+    ];
+    for (index, (arch, key, value)) in layer_norm_cases.into_iter().enumerate() {
+        let case = Case {
+            arch,
+            shape: TinyShape::default(),
+            overrides: vec![(key, Value::F32(value))],
+            flash_attention: true,
+            repack: true,
+            n_ctx: 64,
+            n_batch: 16,
+        };
+        let path = dir.join(&format!("layer-norm-{index}.gguf"));
+        write_case(&case, 1).write_to(&path).unwrap();
+        match Model::load(&path, model_params()) {
+            Err(LoadError::InvalidHyperparameter { key: found, .. }) => {
+                assert_eq!(found, format!("{arch}.{key}"), "{value}")
+            }
+            other => panic!("{arch} {key} = {value}: {other:?}"),
+        }
     }
 }

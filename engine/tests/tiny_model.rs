@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use lmrs::gguf::GgufFile;
 use lmrs::{LoadError, Model, ModelParams, Session, SessionParams};
-use lmrs_fixtures::tiny::{self, tiny_model_bytes, tiny_model_writer, TinyArch};
+use lmrs_fixtures::tiny::{self, tiny_model_bytes, tiny_model_writer, TinyArch, TinyShape};
 use tiny_support::{load_tiny, model_params, TempDir, CODE_PROMPT, SEED};
 
 /// `Model` is shared between threads as `Arc<Model>`; sessions move between threads.
@@ -70,7 +70,11 @@ fn tiny_models_load_with_the_right_sizes() {
         assert_eq!(info.hyperparameters.n_embd, tiny::N_EMBD);
         assert_eq!(info.hyperparameters.n_layer, tiny::N_LAYER);
         assert_eq!(info.hyperparameters.n_head, tiny::N_HEAD);
-        assert_eq!(info.hyperparameters.n_head_kv, tiny::N_HEAD_KV);
+        assert_eq!(
+            info.hyperparameters.n_head_kv,
+            arch.kv_heads(&TinyShape::default()),
+            "{arch}"
+        );
         assert_eq!(info.hyperparameters.head_dim, tiny::HEAD_DIM);
         assert_eq!(
             info.hyperparameters.n_vocab,
@@ -83,32 +87,81 @@ fn tiny_models_load_with_the_right_sizes() {
         );
 
         // Parameters: embeddings (+ output for llama), 7 matrices, 2 norms (+ 3 biases for qwen2,
-        // + QK-norms and post-norms for gemma3) per layer.
+        // + QK-norms and post-norms for gemma3) per layer; the LayerNorm family's as its layout
+        // says (below).
         let (n_embd, n_ff, n_vocab) = (
             tiny::N_EMBD as u64,
             tiny::N_FF as u64,
             info.hyperparameters.n_vocab as u64,
         );
-        let n_kv = (tiny::N_HEAD_KV * tiny::HEAD_DIM) as u64;
-        let per_layer = 2 * n_embd * n_embd + 2 * n_embd * n_kv + 3 * n_embd * n_ff + 2 * n_embd;
-        let biases = match arch {
-            TinyArch::Qwen2 => n_embd + 2 * n_kv,
-            TinyArch::Gemma3 => 2 * tiny::HEAD_DIM as u64 + 2 * n_embd,
-            TinyArch::Llama => 0,
+        let expected = match arch {
+            TinyArch::Qwen2 | TinyArch::Llama | TinyArch::Gemma3 => {
+                let n_kv = (tiny::N_HEAD_KV * tiny::HEAD_DIM) as u64;
+                let per_layer =
+                    2 * n_embd * n_embd + 2 * n_embd * n_kv + 3 * n_embd * n_ff + 2 * n_embd;
+                let biases = match arch {
+                    TinyArch::Qwen2 => n_embd + 2 * n_kv,
+                    TinyArch::Gemma3 => 2 * tiny::HEAD_DIM as u64 + 2 * n_embd,
+                    _ => 0,
+                };
+                let output = if arch == TinyArch::Llama {
+                    n_embd * n_vocab
+                } else {
+                    0
+                };
+                n_embd * n_vocab + output + n_embd + tiny::N_LAYER as u64 * (per_layer + biases)
+            }
+            _ => layer_norm_family_params(arch, n_vocab),
         };
-        let output = if arch == TinyArch::Llama {
-            n_embd * n_vocab
-        } else {
-            0
-        };
-        let expected =
-            n_embd * n_vocab + output + n_embd + tiny::N_LAYER as u64 * (per_layer + biases);
         assert_eq!(info.n_params, expected, "{arch}");
 
         let types: Vec<&str> = info.tensor_types.iter().map(|(t, _)| t.as_str()).collect();
         for expected in ["f16", "f32", "q8_0"] {
             assert!(types.contains(&expected), "{arch}: tensor types {types:?}");
         }
+    }
+}
+
+/// Parameters of a LayerNorm-family (or Refact) tiny model, from what llama.cpp's conversion of each
+/// architecture writes: (norm biases, q/k/v biases, output-projection bias, FFN biases, SwiGLU gate,
+/// learned positions, embedding norm, separate output matrix).
+fn layer_norm_family_params(arch: TinyArch, n_vocab: u64) -> u64 {
+    let (norm_bias, qkv_bias, out_bias, ffn_bias, gate, positions, embd_norm, output) = match arch {
+        TinyArch::Gpt2 => (true, true, true, true, false, true, false, false),
+        TinyArch::Starcoder => (true, true, true, true, false, true, false, true),
+        TinyArch::Gptneox => (true, true, true, true, false, false, false, true),
+        TinyArch::Bloom => (true, true, true, true, false, false, true, false),
+        TinyArch::Mpt => (false, false, false, false, false, false, false, false),
+        TinyArch::Starcoder2 => (true, true, true, true, false, false, false, false),
+        TinyArch::Stablelm => (true, true, false, false, true, false, false, true),
+        TinyArch::Refact => (false, false, false, false, true, false, false, true),
+        other => panic!("{other} is not of the LayerNorm family"),
+    };
+    let (e, f) = (tiny::N_EMBD as u64, tiny::N_FF as u64);
+    let q = (tiny::N_HEAD * tiny::HEAD_DIM) as u64;
+    let kv = (arch.kv_heads(&TinyShape::default()) * tiny::HEAD_DIM) as u64;
+    let on = |present: bool, n: u64| if present { n } else { 0 };
+    let norm = e + on(norm_bias, e);
+    let per_layer = 2 * norm
+        + e * (q + 2 * kv)
+        + on(qkv_bias, q + 2 * kv)
+        + q * e
+        + on(out_bias, e)
+        + on(gate, e * f)
+        + 2 * e * f
+        + on(ffn_bias, f + e);
+    let total = e * n_vocab
+        + on(output, e * n_vocab)
+        + on(positions, e * tiny::N_CTX_TRAIN as u64)
+        + on(embd_norm, norm)
+        + norm
+        + tiny::N_LAYER as u64 * per_layer;
+    if arch == TinyArch::Stablelm {
+        // The tiny StableLM's second layer is laid out like StableLM 2 12B's: per-head QK norms
+        // (one weight per query and key dimension), no FFN norm.
+        total + q + kv - norm
+    } else {
+        total
     }
 }
 
@@ -183,6 +236,19 @@ fn tiny_vocabulary_is_a_working_byte_level_bpe() {
                 let text = tokenizer.encode("def f():", false);
                 assert_eq!(tokenizer.encode_prompt("def f():", false), text);
             }
+            TinyArch::Gpt2
+            | TinyArch::Starcoder
+            | TinyArch::Gptneox
+            | TinyArch::Bloom
+            | TinyArch::Mpt
+            | TinyArch::Starcoder2
+            | TinyArch::Stablelm
+            | TinyArch::Refact => {
+                assert_eq!(prefix_text, "<fim_prefix>");
+                assert!(!tokenizer.add_bos(), "{arch}");
+                let text = tokenizer.encode("def f():", false);
+                assert_eq!(tokenizer.encode_prompt("def f():", false), text);
+            }
             TinyArch::Llama | TinyArch::Gemma3 => {
                 assert_eq!(prefix_text, "<fim_prefix>");
                 assert!(tokenizer.add_bos());
@@ -208,7 +274,12 @@ fn unsupported_architecture_lists_the_supported_ones() {
             supported,
         } => {
             assert_eq!(architecture, "mamba");
-            assert_eq!(supported, &["qwen2", "llama", "gemma3"]);
+            // Every architecture the fixtures write is supported, and only those.
+            let mut supported = supported.clone();
+            supported.sort_unstable();
+            let mut written: Vec<&str> = TinyArch::ALL.iter().map(|arch| arch.name()).collect();
+            written.sort_unstable();
+            assert_eq!(supported, written);
             assert_eq!(path, &dir.join("mamba.gguf"));
         }
         other => panic!("expected UnsupportedArchitecture, got {other:?}"),

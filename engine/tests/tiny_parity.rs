@@ -26,7 +26,8 @@
 //!
 //! Every architecture of [`TinyArch::ALL`] must have its recording: adding an architecture means
 //! recording it (`scripts/tiny-parity.py --llama-server BIN --arch NAME`). `LMRS_PARITY_ARCH=NAME`
-//! runs one architecture's checks only.
+//! runs the checks of these architectures only, `LMRS_PARITY_TYPE=NAME` (e.g. `f32,q8_0`) of these
+//! types only (comma-separated lists).
 
 mod tiny_support;
 
@@ -231,10 +232,14 @@ fn every_architecture_matches_llama_cpp_in_every_parity_type() {
     let dir = TempDir::new("tiny-parity");
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    // `LMRS_PARITY_ARCH=name` checks one architecture only.
+    // `LMRS_PARITY_ARCH=name,...` checks these architectures only.
     let only = std::env::var("LMRS_PARITY_ARCH").ok();
+    let listed = |list: &Option<String>, name: &str| {
+        list.as_deref()
+            .is_none_or(|list| list.split(',').any(|item| item.trim() == name))
+    };
     for arch in TinyArch::ALL {
-        if only.as_deref().is_some_and(|name| name != arch.name()) {
+        if !listed(&only, arch.name()) {
             continue;
         }
         let (recorded_on, cases) = read_recording(arch);
@@ -255,7 +260,12 @@ fn every_architecture_matches_llama_cpp_in_every_parity_type() {
                 "{arch}: no recording for {ggml_type}"
             );
         }
+        // `LMRS_PARITY_TYPE=name,...` checks these types only.
+        let only_type = std::env::var("LMRS_PARITY_TYPE").ok();
         for (type_name, cases) in by_type {
+            if !listed(&only_type, type_name) {
+                continue;
+            }
             let spec = TinySpec::parity(arch, parity_type(type_name));
             let path = dir.join(&spec.file_name());
             tiny_model_writer_for(&spec)

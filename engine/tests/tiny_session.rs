@@ -83,15 +83,16 @@ fn prefix_reuse_is_exact() {
 
         // A shared prefix (two whole batches), a different continuation, then back to the real
         // prompt: the continuation is evaluated with the same batch boundaries as the fresh feed,
-        // so the logits must be identical.
+        // so the logits must be identical. (The detour starts with `#`, which the code prompt does
+        // not have, so it differs from the prompt right after the shared prefix.)
         let shared = 2 * N_BATCH;
         let mut detour: Vec<TokenId> = prompt[..shared].to_vec();
         detour.extend(
             model
                 .tokenizer()
-                .encode(" other = {'a': 1}\nprint(other)\n", false),
+                .encode("# other = {'a': 1}\nprint(other)\n", false),
         );
-        assert_ne!(detour[shared], prompt[shared]);
+        assert_ne!(detour[shared], prompt[shared], "{arch}");
         let mut rewound = session(model, 256, N_BATCH);
         let stats = rewound.feed(&detour).unwrap();
         assert_eq!((stats.reused, stats.evaluated), (0, detour.len()));
@@ -830,6 +831,40 @@ fn bad_prompts_are_errors() {
             },
         );
         assert!(matches!(bad, Err(InferError::InvalidParams(_))), "{arch}");
+    }
+}
+
+/// Models with learned position embeddings have one row per position: a session may be as long as
+/// the table (and then fills it to the last position), not longer.
+#[test]
+fn sessions_longer_than_learned_positions_are_refused() {
+    for arch in [TinyArch::Gpt2, TinyArch::Starcoder] {
+        let tiny = load_tiny(arch);
+        let n_positions = tiny.model.info().hyperparameters.n_ctx_train;
+        let params = |n_ctx| SessionParams {
+            n_ctx,
+            n_batch: 512,
+            n_threads: 1,
+            cache_reuse_min_tokens: 0,
+            cache_reuse_fence: None,
+        };
+        let longer = Session::new(Arc::clone(&tiny.model), params(n_positions + 1));
+        assert!(
+            matches!(&longer, Err(InferError::InvalidParams(message)) if message.contains("position")),
+            "{arch}: {:?}",
+            longer.err()
+        );
+        // Exactly the table: the last position is usable.
+        let mut full = Session::new(Arc::clone(&tiny.model), params(n_positions)).unwrap();
+        let tokens: Vec<TokenId> = (0..n_positions)
+            .map(|i| 300 + (i % 200) as TokenId)
+            .collect();
+        let stats = full.feed(&tokens).unwrap();
+        assert_eq!(stats.evaluated, n_positions, "{arch}");
+        assert!(
+            full.logits().unwrap().iter().all(|l| l.is_finite()),
+            "{arch}"
+        );
     }
 }
 

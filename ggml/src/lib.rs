@@ -603,6 +603,8 @@ unary_ops! {
     transpose => ggml_transpose;
     /// Element-wise hyperbolic tangent.
     tanh => ggml_tanh;
+    /// Element-wise GELU with the tanh approximation (GPT-2's FFN activation).
+    gelu => ggml_gelu;
 }
 
 binary_ops! {
@@ -667,6 +669,18 @@ impl Context {
     pub fn rms_norm<'a>(&'a self, a: Tensor<'a>, eps: f32) -> Tensor<'a> {
         // SAFETY: valid tensor and context.
         self.wrap(unsafe { sys::ggml_rms_norm(self.ptr(), a.raw.as_ptr(), eps) })
+    }
+
+    /// Layer normalisation over `ne0` without weight or bias: `(x - mean) / sqrt(var + eps)`.
+    pub fn norm<'a>(&'a self, a: Tensor<'a>, eps: f32) -> Tensor<'a> {
+        // SAFETY: valid tensor and context; GGML asserts eps >= 0 (callers validate it).
+        self.wrap(unsafe { sys::ggml_norm(self.ptr(), a.raw.as_ptr(), eps) })
+    }
+
+    /// Clamps every element into `[min, max]`.
+    pub fn clamp<'a>(&'a self, a: Tensor<'a>, min: f32, max: f32) -> Tensor<'a> {
+        // SAFETY: valid tensor and context; any floats are accepted.
+        self.wrap(unsafe { sys::ggml_clamp(self.ptr(), a.raw.as_ptr(), min, max) })
     }
 
     /// Reshape to 2 dimensions (a view of a contiguous tensor).
@@ -764,6 +778,58 @@ impl Context {
         let mask = mask.map_or(std::ptr::null_mut(), |m| m.raw.as_ptr());
         // SAFETY: valid tensors; a null mask is allowed.
         self.wrap(unsafe { sys::ggml_soft_max_ext(self.ptr(), a.raw.as_ptr(), mask, scale, 0.0) })
+    }
+
+    /// `softmax(a * scale + slope_h * mask)` over `ne0` with ALiBi: head `h` (`a.ne2`) multiplies
+    /// the mask by its slope, GGML's geometric sequence from `max_bias` (ALiBi's 8 for BLOOM, MPT,
+    /// Refact). The mask must then hold the (negative) distances, not zeros.
+    pub fn soft_max_ext_alibi<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        mask: Tensor<'a>,
+        scale: f32,
+        max_bias: f32,
+    ) -> Tensor<'a> {
+        // SAFETY: valid tensors; GGML asserts the mask's shape against `a` (and, with a bias, that
+        // the mask is given).
+        self.wrap(unsafe {
+            sys::ggml_soft_max_ext(
+                self.ptr(),
+                a.raw.as_ptr(),
+                mask.raw.as_ptr(),
+                scale,
+                max_bias,
+            )
+        })
+    }
+
+    /// [`Context::flash_attn_ext`] with ALiBi: the mask (distances) is multiplied by each head's
+    /// slope from `max_bias`, as in [`Context::soft_max_ext_alibi`].
+    pub fn flash_attn_ext_alibi<'a>(
+        &'a self,
+        q: Tensor<'a>,
+        k: Tensor<'a>,
+        v: Tensor<'a>,
+        mask: Tensor<'a>,
+        scale: f32,
+        max_bias: f32,
+    ) -> Tensor<'a> {
+        // SAFETY: valid tensors; GGML checks their shapes and types.
+        let out = unsafe {
+            sys::ggml_flash_attn_ext(
+                self.ptr(),
+                q.raw.as_ptr(),
+                k.raw.as_ptr(),
+                v.raw.as_ptr(),
+                mask.raw.as_ptr(),
+                scale,
+                max_bias,
+                0.0,
+            )
+        };
+        // SAFETY: `out` is the flash-attention node just created.
+        unsafe { sys::ggml_flash_attn_ext_set_prec(out, sys::ggml_prec::GGML_PREC_F32) };
+        self.wrap(out)
     }
 
     /// Fused attention: `q [d, n_q, h]`, `k [d, n_kv, h_kv]`, `v [d, n_kv, h_kv]`, `mask [n_kv, n_q_pad]` F16.
@@ -1238,6 +1304,13 @@ pub enum QuantizeError {
         /// Values per row.
         n_per_row: usize,
     },
+}
+
+/// `value` as an IEEE half float (bits), rounded as GGML rounds it (values beyond the half range
+/// become infinities): what F16 graph inputs such as attention masks hold.
+pub fn f32_to_f16_bits(value: f32) -> u16 {
+    // SAFETY: a pure conversion of a float, no pointers.
+    unsafe { sys::ggml_fp32_to_fp16(value) }
 }
 
 /// Quantizes `values` (rows of `n_per_row` values, row after row) to `tensor_type` with GGML's own

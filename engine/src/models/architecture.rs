@@ -14,7 +14,8 @@ pub(crate) struct BatchInputs<'a> {
     /// Positions, I32 `[n_tokens]`.
     pub positions: Tensor<'a>,
     /// Causal mask, F16 `[n_kv, n_tokens]`: 0 where a token may attend, -inf elsewhere (also on
-    /// the cache rows past the batch that padding brings in).
+    /// the cache rows past the batch that padding brings in). With ALiBi
+    /// ([`Architecture::uses_alibi`]) the visible entries hold minus the distance instead of 0.
     pub mask: Tensor<'a>,
     /// The causal mask of sliding-window layers, same shape: also -inf on the rows a window or more
     /// positions before the token. Present when the architecture has a window
@@ -60,6 +61,20 @@ pub(crate) trait Architecture: Send + Sync {
     fn sliding_window(&self) -> Option<usize> {
         None
     }
+
+    /// Whether attention is biased by ALiBi (BLOOM, MPT, Refact): then the masks hold, where a token
+    /// may attend, minus its distance to the cached position instead of 0, which the attention
+    /// multiplies by each head's slope (as llama.cpp fills its KQ mask for such models).
+    fn uses_alibi(&self) -> bool {
+        false
+    }
+
+    /// The most positions the model can encode, when it has a limit: models with learned absolute
+    /// position embeddings (GPT-2, StarCoder) have one row per position, so a session's context may
+    /// not be longer.
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// How the keys and values cached for a token can be moved to another position, which is what
@@ -70,6 +85,10 @@ pub(crate) enum PositionShift {
     /// positions is rotating it by `d` with the same parameters. One set of parameters per layer,
     /// first to last (layers of one model may rotate with different bases).
     Rope(Vec<RopeParams>),
+    /// Cached keys and values carry no position at all (ALiBi models: the positional bias comes
+    /// from the mask, computed from the rows' positions at attention time): moving them is copying
+    /// them.
+    Unrotated,
     /// Cached entries cannot be moved (absolute position embeddings, rotations that also scale).
     Unsupported,
 }

@@ -399,6 +399,29 @@ pub(super) fn attention<'a>(
     v: Tensor<'a>,
     kq_scale: f32,
 ) -> Tensor<'a> {
+    attention_biased(
+        ctx, graph, hp, cache, layer, batch, mask, q, k, v, kq_scale, 0.0,
+    )
+}
+
+/// [`attention`] with ALiBi: the scores of head `h` get `slope_h * mask`, the slopes GGML's
+/// geometric sequence from `max_bias` (0: no bias, plain [`attention`]); the mask holds minus the
+/// distances ([`Architecture::uses_alibi`](super::Architecture::uses_alibi)).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attention_biased<'a>(
+    ctx: &'a Context,
+    graph: &mut Graph<'a>,
+    hp: &Hyperparameters,
+    cache: &KvTensors<'a>,
+    layer: usize,
+    batch: &BatchInputs<'a>,
+    mask: Tensor<'a>,
+    q: Tensor<'a>,
+    k: Tensor<'a>,
+    v: Tensor<'a>,
+    kq_scale: f32,
+    max_bias: f32,
+) -> Tensor<'a> {
     let (n_tokens, n_past, n_kv) = (batch.n_tokens as i64, batch.n_past, batch.n_kv as i64);
     let (head_dim, n_head_kv, n_embd_kv) = (
         hp.head_dim as i64,
@@ -434,7 +457,11 @@ pub(super) fn attention<'a>(
         // Values stored like keys, [n_embd_kv, n_ctx]; fused softmax(q k^T * kq_scale + mask) v.
         graph.build_forward(ctx.set_rows(cache.writable(v_cache), v, batch.cache_rows));
         let values = rows_per_head(v_cache); // [head_dim, n_kv, n_head_kv]
-        let attended = ctx.flash_attn_ext(queries, keys, values, mask, kq_scale); // [head_dim, n_head, n_tokens]
+        let attended = if max_bias > 0.0 {
+            ctx.flash_attn_ext_alibi(queries, keys, values, mask, kq_scale, max_bias)
+        } else {
+            ctx.flash_attn_ext(queries, keys, values, mask, kq_scale)
+        }; // [head_dim, n_head, n_tokens]
         return ctx.reshape_2d(attended, head_dim * hp.n_head as i64, n_tokens);
     }
 
@@ -462,7 +489,11 @@ pub(super) fn attention<'a>(
     // Scores [n_kv, n_tokens, n_head] (query heads broadcast over KV heads), masked softmax, then
     // the weighted sum of values [head_dim, n_tokens, n_head], heads merged per token.
     let scores = ctx.mul_mat(keys, queries);
-    let weights = ctx.soft_max_ext(scores, Some(mask), kq_scale);
+    let weights = if max_bias > 0.0 {
+        ctx.soft_max_ext_alibi(scores, mask, kq_scale, max_bias)
+    } else {
+        ctx.soft_max_ext(scores, Some(mask), kq_scale)
+    };
     let mixed = ctx.mul_mat(values, weights);
     let merged = ctx.cont(ctx.permute(mixed, [0, 2, 1, 3])); // [head_dim, n_head, n_tokens]
     ctx.reshape_2d(merged, head_dim * hp.n_head as i64, n_tokens)
@@ -516,5 +547,320 @@ impl LayerWeights {
             ffn_up: w.get(self.ffn_up),
             ffn_down: w.get(self.ffn_down),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The LayerNorm family (GPT-2, StarCoder, GPT-NeoX, BLOOM, MPT, StarCoder2, StableLM): layer norms
+// with bias, fused QKV projections, plain GELU feed-forward networks with biases, learned absolute
+// positions and ALiBi.
+// ---------------------------------------------------------------------------------------------
+
+/// Whether a group of tensors must be in the file, may be, or is never read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Need {
+    /// Missing is an error.
+    Required,
+    /// Bound when present.
+    Optional,
+    /// Not bound (the architecture does not use it).
+    Absent,
+}
+
+/// Binds `name` as `need` says.
+pub(super) fn bind_as(
+    binder: &mut WeightBinder<'_>,
+    need: Need,
+    name: &str,
+    dims: &[usize],
+    usage: WeightUse,
+) -> Result<Option<WeightId>, LoadError> {
+    match need {
+        Need::Required => binder.require(name, dims, usage).map(Some),
+        Need::Optional => binder.optional(name, dims, usage),
+        Need::Absent => Ok(None),
+    }
+}
+
+/// A layer norm's weight `[n]` and optional bias `[n]`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LayerNormWeights {
+    /// Multiplies the normalized values.
+    pub weight: WeightId,
+    /// Added after the weight.
+    pub bias: Option<WeightId>,
+}
+
+impl LayerNormWeights {
+    /// Binds `{prefix}.weight` (required) and `{prefix}.bias` (as `bias` says), both `[n]`.
+    pub(super) fn bind(
+        binder: &mut WeightBinder<'_>,
+        prefix: &str,
+        n: usize,
+        bias: Need,
+    ) -> Result<LayerNormWeights, LoadError> {
+        Ok(LayerNormWeights {
+            weight: binder.require(&format!("{prefix}.weight"), &[n], WeightUse::Vector)?,
+            bias: bind_as(
+                binder,
+                bias,
+                &format!("{prefix}.bias"),
+                &[n],
+                WeightUse::Vector,
+            )?,
+        })
+    }
+
+    /// `{prefix}.weight` and `{prefix}.bias` as `need` says for the pair: `None` when absent.
+    pub(super) fn bind_optional(
+        binder: &mut WeightBinder<'_>,
+        prefix: &str,
+        n: usize,
+        bias: Need,
+    ) -> Result<Option<LayerNormWeights>, LoadError> {
+        match binder.optional(&format!("{prefix}.weight"), &[n], WeightUse::Vector)? {
+            None => Ok(None),
+            Some(weight) => Ok(Some(LayerNormWeights {
+                weight,
+                bias: bind_as(
+                    binder,
+                    bias,
+                    &format!("{prefix}.bias"),
+                    &[n],
+                    WeightUse::Vector,
+                )?,
+            })),
+        }
+    }
+
+    /// `layer_norm(x) * weight + bias` over the embedding dimension.
+    pub(super) fn apply<'a>(
+        &self,
+        ctx: &'a Context,
+        w: &WeightTensors<'a>,
+        x: Tensor<'a>,
+        eps: f32,
+    ) -> Tensor<'a> {
+        layer_norm(ctx, x, w.get(self.weight), self.bias.map(|b| w.get(b)), eps)
+    }
+}
+
+/// `(x - mean(x)) / sqrt(var(x) + eps) * weight (+ bias)` over `ne0`.
+pub(super) fn layer_norm<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    weight: Tensor<'a>,
+    bias: Option<Tensor<'a>>,
+    eps: f32,
+) -> Tensor<'a> {
+    let normalized = ctx.mul(ctx.norm(x, eps), weight);
+    match bias {
+        Some(bias) => ctx.add(normalized, bias),
+        None => normalized,
+    }
+}
+
+/// Reads `{arch}.attention.layer_norm_epsilon` (required, as llama.cpp reads it for the LayerNorm
+/// architectures) and rejects what GGML would assert on or divide by zero with.
+pub(super) fn read_layer_norm_eps(file: &GgufFile, arch: &str) -> Result<f32, LoadError> {
+    let key = format!("{arch}.attention.layer_norm_epsilon");
+    if file.get(&key).is_none() {
+        return Err(LoadError::MissingMetadata {
+            key,
+            expected: "a float",
+        });
+    }
+    let eps = read_f32_or(file, arch, "attention.layer_norm_epsilon", 1e-5)?;
+    if !eps.is_normal() || eps < 0.0 {
+        return Err(invalid(
+            &key,
+            eps,
+            "must be positive (zero divides a constant row by zero) and not subnormal",
+        ));
+    }
+    Ok(eps)
+}
+
+/// The feed-forward network of GPT-2 and its kin: `down @ gelu(up @ x + up_b) + down_b`, GELU with
+/// the tanh approximation, biases optional.
+pub(super) fn gelu_ffn<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    up: Tensor<'a>,
+    up_bias: Option<Tensor<'a>>,
+    down: Tensor<'a>,
+    down_bias: Option<Tensor<'a>>,
+) -> Tensor<'a> {
+    let lifted = linear(ctx, up, x, up_bias); // [n_ff, n_tokens]
+    let activated = ctx.gelu(lifted); // [n_ff, n_tokens]
+    linear(ctx, down, activated, down_bias) // [n_embd, n_tokens]
+}
+
+/// The query, key and value projections of a layer: one fused matrix (`attn_qkv`, the queries'
+/// rows then the keys' then the values') or three, biases optional.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum QkvWeights {
+    /// `attn_qkv.weight` `[n_embd, n_q + 2 n_kv]` and its bias.
+    Fused {
+        /// The fused matrix.
+        wqkv: WeightId,
+        /// The fused bias.
+        bqkv: Option<WeightId>,
+    },
+    /// `attn_q`, `attn_k`, `attn_v` and their biases.
+    Separate {
+        /// Query projection `[n_embd, n_q]`.
+        wq: WeightId,
+        /// Query bias.
+        bq: Option<WeightId>,
+        /// Key projection `[n_embd, n_kv]`.
+        wk: WeightId,
+        /// Key bias.
+        bk: Option<WeightId>,
+        /// Value projection `[n_embd, n_kv]`.
+        wv: WeightId,
+        /// Value bias.
+        bv: Option<WeightId>,
+    },
+}
+
+impl QkvWeights {
+    /// Binds layer `layer`'s projections: the fused matrix when the file has `attn_qkv.weight`,
+    /// else the three; biases as `bias` says.
+    pub(super) fn bind(
+        binder: &mut WeightBinder<'_>,
+        hp: &Hyperparameters,
+        layer: usize,
+        bias: Need,
+    ) -> Result<QkvWeights, LoadError> {
+        let name = |suffix: &str| format!("blk.{layer}.{suffix}");
+        let (n_embd, n_q, n_kv) = (hp.n_embd, hp.n_head * hp.head_dim, hp.n_embd_kv());
+        let n_qkv = n_q + 2 * n_kv;
+        if let Some(wqkv) = binder.optional(
+            &name("attn_qkv.weight"),
+            &[n_embd, n_qkv],
+            WeightUse::Matrix,
+        )? {
+            let bqkv = bind_as(
+                binder,
+                bias,
+                &name("attn_qkv.bias"),
+                &[n_qkv],
+                WeightUse::Vector,
+            )?;
+            return Ok(QkvWeights::Fused { wqkv, bqkv });
+        }
+        let mut matrix = |suffix: &str, n_out: usize| {
+            binder.require(&name(suffix), &[n_embd, n_out], WeightUse::Matrix)
+        };
+        let (wq, wk, wv) = (
+            matrix("attn_q.weight", n_q)?,
+            matrix("attn_k.weight", n_kv)?,
+            matrix("attn_v.weight", n_kv)?,
+        );
+        let mut vector =
+            |suffix: &str, n: usize| bind_as(binder, bias, &name(suffix), &[n], WeightUse::Vector);
+        Ok(QkvWeights::Separate {
+            wq,
+            bq: vector("attn_q.bias", n_q)?,
+            wk,
+            bk: vector("attn_k.bias", n_kv)?,
+            wv,
+            bv: vector("attn_v.bias", n_kv)?,
+        })
+    }
+
+    /// Projects `x` `[n_embd, n_tokens]` (`n_tokens` columns) to queries `[head_dim, n_head, n_tokens]`, keys
+    /// `[head_dim, n_head_kv, n_tokens]` and values `[n_head_kv*head_dim, n_tokens]`, each
+    /// projection clamped into `[-clamp, clamp]` when `clamp` is set (MPT's `clamp_kqv`). The
+    /// fused product is split by views (copied to contiguous tensors: exact).
+    pub(super) fn project<'a>(
+        &self,
+        ctx: &'a Context,
+        w: &WeightTensors<'a>,
+        hp: &Hyperparameters,
+        x: Tensor<'a>,
+        n_tokens: i64,
+        clamp: Option<f32>,
+    ) -> (Tensor<'a>, Tensor<'a>, Tensor<'a>) {
+        let (head_dim, n_head, n_head_kv) =
+            (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
+        let clamped = |t: Tensor<'a>| match clamp {
+            Some(limit) => ctx.clamp(t, -limit, limit),
+            None => t,
+        };
+        match *self {
+            QkvWeights::Fused { wqkv, bqkv } => {
+                // One product [n_q + 2 n_kv, n_tokens], then views of its three row ranges.
+                let qkv = clamped(linear(ctx, w.get(wqkv), x, bqkv.map(|b| w.get(b))));
+                let row_bytes = qkv.nb()[1];
+                let element_bytes = qkv.nb()[0];
+                let head_bytes = element_bytes * hp.head_dim;
+                let q_bytes = element_bytes * hp.n_head * hp.head_dim;
+                let kv_bytes = element_bytes * hp.n_embd_kv();
+                let q = ctx.view_3d(qkv, head_dim, n_head, n_tokens, head_bytes, row_bytes, 0);
+                let k = ctx.view_3d(
+                    qkv, head_dim, n_head_kv, n_tokens, head_bytes, row_bytes, q_bytes,
+                );
+                let v = ctx.view_2d(
+                    qkv,
+                    head_dim * n_head_kv,
+                    n_tokens,
+                    row_bytes,
+                    q_bytes + kv_bytes,
+                );
+                (ctx.cont(q), ctx.cont(k), ctx.cont(v))
+            }
+            QkvWeights::Separate {
+                wq,
+                bq,
+                wk,
+                bk,
+                wv,
+                bv,
+            } => {
+                let project = |m: WeightId, b: Option<WeightId>| {
+                    clamped(linear(ctx, w.get(m), x, b.map(|b| w.get(b))))
+                };
+                let q = project(wq, bq); // [n_head*head_dim, n_tokens]
+                let k = project(wk, bk); // [n_head_kv*head_dim, n_tokens]
+                let v = project(wv, bv); // [n_head_kv*head_dim, n_tokens]
+                (
+                    ctx.reshape_3d(q, head_dim, n_head, n_tokens),
+                    ctx.reshape_3d(k, head_dim, n_head_kv, n_tokens),
+                    v,
+                )
+            }
+        }
+    }
+}
+
+/// Learned absolute positions: `x + pos_embd[position]` for each token, `x` `[n_embd, n_tokens]`,
+/// `pos_embd` `[n_embd, n_positions]`.
+pub(super) fn add_learned_positions<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    pos_embd: Tensor<'a>,
+    positions: Tensor<'a>,
+) -> Tensor<'a> {
+    ctx.add(x, ctx.get_rows(pos_embd, positions))
+}
+
+/// The largest ALiBi bias llama.cpp uses for BLOOM and Refact (their GGUFs do not carry it).
+pub(super) const ALIBI_MAX_BIAS: f32 = 8.0;
+
+/// An error when the file has the tensor `name`, which the architecture's graph here does not use
+/// (an optional feature lmrs does not run): refusing beats computing something else silently.
+pub(super) fn refuse_tensor(
+    file: &GgufFile,
+    name: &str,
+    reason: &'static str,
+) -> Result<(), LoadError> {
+    match file.tensor(name) {
+        Some(_) => Err(LoadError::BadTensorData {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
     }
 }

@@ -7,9 +7,17 @@
 
 pub(crate) mod architecture;
 mod blocks;
+mod bloom;
 mod gemma3;
+mod gpt2;
+mod gptneox;
 mod llama;
+mod mpt;
 mod qwen2;
+mod refact;
+mod stablelm;
+mod starcoder;
+mod starcoder2;
 
 pub(crate) use architecture::{Architecture, BatchInputs, PositionShift};
 
@@ -24,6 +32,14 @@ const REGISTRY: &[(&str, LoadFn)] = &[
     ("qwen2", qwen2::load),
     ("llama", llama::load),
     ("gemma3", gemma3::load),
+    ("gpt2", gpt2::load),
+    ("starcoder", starcoder::load),
+    ("gptneox", gptneox::load),
+    ("bloom", bloom::load),
+    ("mpt", mpt::load),
+    ("starcoder2", starcoder2::load),
+    ("stablelm", stablelm::load),
+    ("refact", refact::load),
 ];
 
 /// The loader of the architecture called `name` (`general.architecture`), if lmrs runs it.

@@ -35,6 +35,8 @@ pub(crate) enum PreTokenizer {
     DeepseekLlm,
     /// `falcon`.
     Falcon,
+    /// `bloom`, `gpt3-finnish`: ` ?[^(\s|.,!?…。，、।۔،)]+`.
+    Bloom,
     /// `default`, also used when `tokenizer.ggml.pre` is absent.
     Default,
 }
@@ -44,7 +46,7 @@ pub(crate) const SUPPORTED_PRE_TOKENIZERS: &str = "default, gpt-2, phi-2, mpt, o
 mellum, gigachat, a.x-4.0, trillion, granite-docling, starcoder, refact, smollm, command-r, codeshell, \
 exaone, minerva-7b, mellum2, llama3, llama-v3, llama-bpe, falcon3, falcon-h1, pixtral, midm-2.0, lfm2, \
 dbrx, smaug-bpe, chatglm-bpe, qwen2, deepseek-r1-qwen, stablelm2, megrez, kormo, f2llmv2, \
-deepseek-coder, deepseek-llm, falcon";
+deepseek-coder, deepseek-llm, falcon, bloom, gpt3-finnish";
 
 /// How a `tokenizer.ggml.pre` value configures BPE.
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +86,7 @@ impl PreTokenizer {
             "deepseek-coder" => config(PreTokenizer::DeepseekCoder, false, false),
             "deepseek-llm" => config(PreTokenizer::DeepseekLlm, false, false),
             "falcon" => config(PreTokenizer::Falcon, false, false),
+            "bloom" | "gpt3-finnish" => config(PreTokenizer::Bloom, false, false),
             other => {
                 return Err(TokenizerError::UnsupportedPreTokenizer {
                     pre: other.to_owned(),
@@ -118,6 +121,7 @@ impl PreTokenizer {
                 Run(Number),
             ],
             PreTokenizer::Falcon => &[Run(PunctuationOrAsciiSymbol), Gpt2, AsciiDigitTriples],
+            PreTokenizer::Bloom => &[LiteralSpaceThenRun(BloomWord)],
             PreTokenizer::Default => &[
                 Run(PunctuationOrAsciiSymbolNoBacktick),
                 Gpt2,
@@ -239,6 +243,9 @@ enum CharSet {
     DeepseekLatin,
     /// `[!-/:-~！-／：-～‘-‟　-。]`.
     DeepseekPunctuation,
+    /// `[^(\s|.,!?…。，、।۔،)]`: BLOOM's word characters, anything but white space and these
+    /// separators (the parentheses and the bar are in the set too).
+    BloomWord,
 }
 
 /// DeepSeek LLM's cased-letter ranges (inclusive), from its tokenizer's regex.
@@ -366,6 +373,25 @@ impl CharSet {
             CharSet::Cjk => in_ranges(CJK, cp),
             CharSet::DeepseekLatin => in_ranges(DEEPSEEK_LATIN, cp),
             CharSet::DeepseekPunctuation => in_ranges(DEEPSEEK_PUNCTUATION, cp),
+            CharSet::BloomWord => {
+                flags & WHITESPACE == 0
+                    && !matches!(
+                        c,
+                        '(' | '|'
+                            | '.'
+                            | ','
+                            | '!'
+                            | '?'
+                            | ')'
+                            | '…'
+                            | '。'
+                            | '，'
+                            | '、'
+                            | '।'
+                            | '۔'
+                            | '،'
+                    )
+            }
         }
     }
 }
@@ -387,6 +413,8 @@ enum Stage {
     SpaceThenRun(CharSet),
     /// `[set]+`.
     Run(CharSet),
+    /// ` ?[set]+`: an optional space (U+0020 only), then a run.
+    LiteralSpaceThenRun(CharSet),
     /// `[0-9][0-9][0-9]`.
     AsciiDigitTriples,
     /// `\s+$`.
@@ -427,6 +455,15 @@ impl Stage {
                 .map(|p| (p, p + 1)),
             Stage::SpaceThenRun(set) => (from..end).find_map(|p| {
                 if is_space(p) && in_set(set, p + 1) {
+                    Some((p, run_end(set, p + 1)))
+                } else if in_set(set, p) {
+                    Some((p, run_end(set, p)))
+                } else {
+                    None
+                }
+            }),
+            Stage::LiteralSpaceThenRun(set) => (from..end).find_map(|p| {
+                if chars.char_at(p, end) == Some(' ') && in_set(set, p + 1) {
                     Some((p, run_end(set, p + 1)))
                 } else if in_set(set, p) {
                     Some((p, run_end(set, p)))
@@ -696,6 +733,14 @@ mod tests {
     #[test]
     fn starcoder_splits_digits_first() {
         assert_eq!(split(PreTokenizer::Starcoder, "a 42"), ["a", " ", "4", "2"]);
+    }
+
+    #[test]
+    fn bloom_splits_at_separators_and_keeps_one_space() {
+        assert_eq!(
+            split(PreTokenizer::Bloom, "f(x, y)  is ok.\n    return"),
+            ["f", "(", "x", ",", " y", ") ", " is", " ok", ".\n   ", " return"]
+        );
     }
 
     #[test]
