@@ -603,6 +603,10 @@ unary_ops! {
     transpose => ggml_transpose;
     /// Element-wise hyperbolic tangent.
     tanh => ggml_tanh;
+    /// `softmax(a)` over `ne0`, without scale or mask.
+    soft_max => ggml_soft_max;
+    /// Sums over `ne0`: `[n, m, ...]` to `[1, m, ...]`.
+    sum_rows => ggml_sum_rows;
 }
 
 binary_ops! {
@@ -618,6 +622,8 @@ binary_ops! {
     swiglu_split => ggml_swiglu_split;
     /// `gelu(a) * b`, fused (GELU with the tanh approximation).
     geglu_split => ggml_geglu_split;
+    /// Element-wise division with broadcasting of `b`.
+    div => ggml_div;
 }
 
 impl Context {
@@ -655,6 +661,55 @@ impl Context {
                 destination.tensor.raw.as_ptr(),
             )
         })
+    }
+
+    /// Indirect matrix multiplication (mixture of experts): `experts` is `[n_in, n_out, n_expert]`,
+    /// `b` `[n_in, n_used_or_1, n_tokens]`, `ids` I32 `[n_used, n_tokens]` (expert indices below
+    /// `n_expert`). Result `[n_out, n_used, n_tokens]`: entry `(e, t)` is `experts[ids[e, t]] @ b[e, t]`
+    /// (`b`'s second dimension broadcasts when it is 1).
+    pub fn mul_mat_id<'a>(
+        &'a self,
+        experts: Tensor<'a>,
+        b: Tensor<'a>,
+        ids: Tensor<'a>,
+    ) -> Tensor<'a> {
+        // SAFETY: all three tensors belong to live contexts (lifetime 'a); GGML asserts their shapes
+        // and the I32 type of `ids` when the node is created. Index values are checked by the
+        // kernel against the expert count.
+        self.wrap(unsafe {
+            sys::ggml_mul_mat_id(
+                self.ptr(),
+                experts.raw.as_ptr(),
+                b.raw.as_ptr(),
+                ids.raw.as_ptr(),
+            )
+        })
+    }
+
+    /// Indices (I32) of the `k` largest values of every row, largest first: `[n, m]` to `[k, m]`
+    /// (a view of a descending argsort). `k` must be at most `n`.
+    pub fn argsort_top_k<'a>(&'a self, a: Tensor<'a>, k: i32) -> Tensor<'a> {
+        // SAFETY: valid tensor and context; GGML asserts `k <= ne0`.
+        self.wrap(unsafe { sys::ggml_argsort_top_k(self.ptr(), a.raw.as_ptr(), k) })
+    }
+
+    /// `a` clamped element-wise into `[min, max]`.
+    pub fn clamp<'a>(&'a self, a: Tensor<'a>, min: f32, max: f32) -> Tensor<'a> {
+        // SAFETY: valid tensor and context; any bounds are accepted.
+        self.wrap(unsafe { sys::ggml_clamp(self.ptr(), a.raw.as_ptr(), min, max) })
+    }
+
+    /// Reshape to 4 dimensions (a view of a contiguous tensor).
+    pub fn reshape_4d<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        ne0: i64,
+        ne1: i64,
+        ne2: i64,
+        ne3: i64,
+    ) -> Tensor<'a> {
+        // SAFETY: valid tensor; GGML asserts the element count matches.
+        self.wrap(unsafe { sys::ggml_reshape_4d(self.ptr(), a.raw.as_ptr(), ne0, ne1, ne2, ne3) })
     }
 
     /// `a * s`, element-wise.
@@ -734,13 +789,27 @@ impl Context {
         positions: Tensor<'a>,
         rope: &RopeParams,
     ) -> Tensor<'a> {
-        // SAFETY: valid tensors; a null frequency-factor tensor is allowed by GGML.
+        self.rope_ext_with_factors(a, positions, None, rope)
+    }
+
+    /// Rotary position embedding with per-frequency divisors (LongRoPE's `rope_factors_*`, F32
+    /// `[n_dims / 2]`: pair `i` rotates at `freq_i / factors[i]`); without them, [`Self::rope_ext`].
+    pub fn rope_ext_with_factors<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        positions: Tensor<'a>,
+        freq_factors: Option<Tensor<'a>>,
+        rope: &RopeParams,
+    ) -> Tensor<'a> {
+        let factors = freq_factors.map_or(std::ptr::null_mut(), |f| f.raw.as_ptr());
+        // SAFETY: valid tensors; a null frequency-factor tensor is allowed by GGML, and a present one
+        // is checked by GGML (F32, at least n_dims / 2 values).
         self.wrap(unsafe {
             sys::ggml_rope_ext(
                 self.ptr(),
                 a.raw.as_ptr(),
                 positions.raw.as_ptr(),
-                std::ptr::null_mut(),
+                factors,
                 rope.n_dims,
                 rope.mode,
                 rope.n_ctx_orig,
@@ -776,6 +845,21 @@ impl Context {
         mask: Tensor<'a>,
         scale: f32,
     ) -> Tensor<'a> {
+        self.flash_attn_ext_softcapped(q, k, v, mask, scale, 0.0)
+    }
+
+    /// [`Self::flash_attn_ext`] with the scores soft-capped before the mask and softmax:
+    /// `cap * tanh(scale * q k^T / cap)` (Gemma 2); a cap of 0 means none.
+    #[allow(clippy::too_many_arguments)]
+    pub fn flash_attn_ext_softcapped<'a>(
+        &'a self,
+        q: Tensor<'a>,
+        k: Tensor<'a>,
+        v: Tensor<'a>,
+        mask: Tensor<'a>,
+        scale: f32,
+        logit_softcap: f32,
+    ) -> Tensor<'a> {
         // SAFETY: valid tensors; GGML checks their shapes and types.
         let out = unsafe {
             sys::ggml_flash_attn_ext(
@@ -786,7 +870,7 @@ impl Context {
                 mask.raw.as_ptr(),
                 scale,
                 0.0,
-                0.0,
+                logit_softcap,
             )
         };
         // SAFETY: `out` is the flash-attention node just created.
