@@ -10,6 +10,7 @@ mod blocks;
 mod gemma3;
 mod llama;
 mod qwen2;
+mod qwen3;
 
 pub(crate) use architecture::{Architecture, BatchInputs, PositionShift};
 
@@ -24,6 +25,7 @@ const REGISTRY: &[(&str, LoadFn)] = &[
     ("qwen2", qwen2::load),
     ("llama", llama::load),
     ("gemma3", gemma3::load),
+    ("qwen3", qwen3::load),
 ];
 
 /// The loader of the architecture called `name` (`general.architecture`), if lmrs runs it.
