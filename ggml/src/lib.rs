@@ -919,6 +919,11 @@ impl<'ctx> Tensor<'ctx> {
         self.get().nb
     }
 
+    /// Number of elements per dimension (`ne`, fastest first).
+    pub fn ne(&self) -> [i64; 4] {
+        self.get().ne
+    }
+
     /// The element type.
     pub fn tensor_type(&self) -> TensorType {
         TensorType(self.get().type_)
@@ -1386,15 +1391,38 @@ pub fn quantize_rows(
 /// Whether a weight matrix `weight` used as `mul_mat(weight, x)` with F32 `x` of `n_cols` columns would
 /// run on repacked kernels if stored in a [`BufferKind::Repack`] buffer.
 pub fn repack_supported(tensor_type: TensorType, dims: [i64; 2]) -> bool {
+    repack_supports(tensor_type, &dims, |ctx, weight| {
+        let input = ctx.new_tensor("input", TensorType::F32, &[dims[0], 512]);
+        ctx.mul_mat(weight, input)
+    })
+}
+
+/// Whether a stack of expert matrices `[n_in, n_out, n_expert]` of `tensor_type` can live in the
+/// CPU backend's repacked layout, used by [`Context::mul_mat_id`] (as llama.cpp places the experts
+/// of mixture-of-experts models). Same conditions as [`repack_supported`].
+pub fn repack_supported_experts(tensor_type: TensorType, dims: [i64; 3]) -> bool {
+    repack_supports(tensor_type, &dims, |ctx, weight| {
+        let input = ctx.new_tensor("input", TensorType::F32, &[dims[0], 1, 512]);
+        let ids = ctx.new_tensor("ids", TensorType::I32, &[1, 512]);
+        ctx.mul_mat_id(weight, input, ids)
+    })
+}
+
+/// Whether the CPU device runs the product `op` builds on a weight of `tensor_type` and `dims`
+/// placed in the repack buffer type.
+fn repack_supports(
+    tensor_type: TensorType,
+    dims: &[i64],
+    op: impl for<'a> Fn(&'a Context, Tensor<'a>) -> Tensor<'a>,
+) -> bool {
     let Some(buft) = repack_buffer_type() else {
         return false;
     };
-    let Ok(ctx) = Context::new(3, 0) else {
+    let Ok(ctx) = Context::new(4, 0) else {
         return false;
     };
-    let weight = ctx.new_tensor("weight", tensor_type, &dims);
-    let input = ctx.new_tensor("input", TensorType::F32, &[dims[0], 512]);
-    let product = ctx.mul_mat(weight, input);
+    let weight = ctx.new_tensor("weight", tensor_type, dims);
+    let product = op(&ctx, weight);
     // SAFETY: a zero-sized buffer of the repack type is a valid dummy that tells the device which
     // buffer type the weight would live in; it is freed before returning and no data is touched.
     unsafe {
