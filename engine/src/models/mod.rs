@@ -11,6 +11,7 @@ mod gemma3;
 mod llama;
 mod qwen2;
 mod qwen3;
+mod qwen3moe;
 
 pub(crate) use architecture::{Architecture, BatchInputs, PositionShift};
 
@@ -26,6 +27,7 @@ const REGISTRY: &[(&str, LoadFn)] = &[
     ("llama", llama::load),
     ("gemma3", gemma3::load),
     ("qwen3", qwen3::load),
+    ("qwen3moe", qwen3moe::load),
 ];
 
 /// The loader of the architecture called `name` (`general.architecture`), if lmrs runs it.
