@@ -7,6 +7,8 @@
 
 pub(crate) mod architecture;
 mod blocks;
+mod gemma;
+mod gemma2;
 mod gemma3;
 mod llama;
 mod qwen2;
@@ -28,6 +30,8 @@ const REGISTRY: &[(&str, LoadFn)] = &[
     ("gemma3", gemma3::load),
     ("qwen3", qwen3::load),
     ("qwen3moe", qwen3moe::load),
+    ("gemma", gemma::load),
+    ("gemma2", gemma2::load),
 ];
 
 /// The loader of the architecture called `name` (`general.architecture`), if lmrs runs it.
