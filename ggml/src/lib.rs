@@ -603,6 +603,9 @@ unary_ops! {
     transpose => ggml_transpose;
     /// Element-wise hyperbolic tangent.
     tanh => ggml_tanh;
+    /// `silu(a[..n/2]) * a[n/2..]` per row of `n` values (fused gate and up halves), `[n, m]` to
+    /// `[n/2, m]`.
+    swiglu => ggml_swiglu;
     /// `softmax(a)` over `ne0`, without scale or mask.
     soft_max => ggml_soft_max;
     /// Sums over `ne0`: `[n, m, ...]` to `[1, m, ...]`.

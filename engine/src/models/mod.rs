@@ -10,7 +10,9 @@ mod blocks;
 mod gemma;
 mod gemma2;
 mod gemma3;
+mod granite;
 mod llama;
+mod phi3;
 mod qwen2;
 mod qwen3;
 mod qwen3moe;
@@ -32,6 +34,8 @@ const REGISTRY: &[(&str, LoadFn)] = &[
     ("qwen3moe", qwen3moe::load),
     ("gemma", gemma::load),
     ("gemma2", gemma2::load),
+    ("phi3", phi3::load),
+    ("granite", granite::load),
 ];
 
 /// The loader of the architecture called `name` (`general.architecture`), if lmrs runs it.
