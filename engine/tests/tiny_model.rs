@@ -91,18 +91,33 @@ fn tiny_models_load_with_the_right_sizes() {
         );
         let n_kv = (tiny::N_HEAD_KV * tiny::HEAD_DIM) as u64;
         let per_layer = 2 * n_embd * n_embd + 2 * n_embd * n_kv + 3 * n_embd * n_ff + 2 * n_embd;
-        let biases = match arch {
-            TinyArch::Qwen2 => n_embd + 2 * n_kv,
-            TinyArch::Gemma3 => 2 * tiny::HEAD_DIM as u64 + 2 * n_embd,
-            TinyArch::Llama => 0,
+        let head_dim = tiny::HEAD_DIM as u64;
+        let (n_expert, n_ff_expert) = (tiny::MOE_EXPERTS as u64, n_ff / 2);
+        // What a layer has beyond the llama layer (signed: the MoE layer has no dense FFN).
+        let biases: i64 = match arch {
+            TinyArch::Qwen2 => (n_embd + 2 * n_kv) as i64,
+            TinyArch::Gemma3 => (2 * head_dim + 2 * n_embd) as i64,
+            TinyArch::Qwen3 => (2 * head_dim) as i64,
+            // QK-norms, the router and the experts in place of the dense FFN.
+            TinyArch::Qwen3Moe => {
+                (2 * head_dim + n_embd * n_expert + 3 * n_embd * n_ff_expert * n_expert) as i64
+                    - (3 * n_embd * n_ff) as i64
+            }
+            TinyArch::Gemma2 => (2 * n_embd) as i64,
+            // Phi-3's fused projections hold as many values as the separate ones.
+            TinyArch::Llama | TinyArch::Gemma | TinyArch::Phi3 | TinyArch::Granite => 0,
         };
-        let output = if arch == TinyArch::Llama {
-            n_embd * n_vocab
-        } else {
-            0
+        // Separate output matrix (all but qwen2 and the Gemmas), and phi3's two LongRoPE factor
+        // vectors.
+        let output = match arch {
+            TinyArch::Qwen2 | TinyArch::Gemma | TinyArch::Gemma2 | TinyArch::Gemma3 => 0,
+            TinyArch::Phi3 => n_embd * n_vocab + head_dim,
+            _ => n_embd * n_vocab,
         };
-        let expected =
-            n_embd * n_vocab + output + n_embd + tiny::N_LAYER as u64 * (per_layer + biases);
+        let expected = n_embd * n_vocab
+            + output
+            + n_embd
+            + tiny::N_LAYER as u64 * (per_layer as i64 + biases) as u64;
         assert_eq!(info.n_params, expected, "{arch}");
 
         let types: Vec<&str> = info.tensor_types.iter().map(|(t, _)| t.as_str()).collect();
@@ -176,14 +191,14 @@ fn tiny_vocabulary_is_a_working_byte_level_bpe() {
         assert!(!tokenizer.is_end_of_generation(prefix));
         assert!(fim.file_separator.is_some(), "{arch}");
         match arch {
-            TinyArch::Qwen2 => {
+            _ if arch.qwen_vocabulary() => {
                 assert_eq!(prefix_text, "<|fim_prefix|>");
                 assert!(fim.repo_name.is_some());
                 assert!(!tokenizer.add_bos());
                 let text = tokenizer.encode("def f():", false);
                 assert_eq!(tokenizer.encode_prompt("def f():", false), text);
             }
-            TinyArch::Llama | TinyArch::Gemma3 => {
+            _ => {
                 assert_eq!(prefix_text, "<fim_prefix>");
                 assert!(tokenizer.add_bos());
                 assert_eq!(tokenizer.bos(), Some(0));
@@ -208,7 +223,13 @@ fn unsupported_architecture_lists_the_supported_ones() {
             supported,
         } => {
             assert_eq!(architecture, "mamba");
-            assert_eq!(supported, &["qwen2", "llama", "gemma3"]);
+            assert_eq!(
+                supported,
+                &[
+                    "qwen2", "llama", "gemma3", "qwen3", "qwen3moe", "gemma", "gemma2", "phi3",
+                    "granite"
+                ]
+            );
             assert_eq!(path, &dir.join("mamba.gguf"));
         }
         other => panic!("expected UnsupportedArchitecture, got {other:?}"),
@@ -234,11 +255,13 @@ fn wrong_shape_names_the_tensor() {
     for arch in TinyArch::ALL {
         let mut bytes = tiny_model_bytes(arch, SEED);
         // Same element count and byte size, transposed: the file is valid, the shape is not.
-        set_tensor_dims(
-            &mut bytes,
-            "blk.1.ffn_up.weight",
-            [tiny::N_FF as u64, tiny::N_EMBD as u64],
-        );
+        let (n_embd, n_ff) = (tiny::N_EMBD as u64, tiny::N_FF as u64);
+        let (tensor, right) = match arch {
+            TinyArch::Qwen3Moe => ("blk.1.ffn_gate_inp.weight", [n_embd, tiny::MOE_EXPERTS as u64]),
+            TinyArch::Phi3 => ("blk.1.ffn_up.weight", [n_embd, 2 * n_ff]),
+            _ => ("blk.1.ffn_up.weight", [n_embd, n_ff]),
+        };
+        set_tensor_dims(&mut bytes, tensor, [right[1], right[0]]);
         let error = load_bytes(&dir, &format!("{arch}-shape.gguf"), &bytes).unwrap_err();
         match &error {
             LoadError::WrongShape {
@@ -246,13 +269,13 @@ fn wrong_shape_names_the_tensor() {
                 actual,
                 expected,
             } => {
-                assert_eq!(name, "blk.1.ffn_up.weight");
-                assert_eq!(actual, &vec![tiny::N_FF as u64, tiny::N_EMBD as u64]);
-                assert_eq!(expected, &vec![tiny::N_EMBD as u64, tiny::N_FF as u64]);
+                assert_eq!(name, tensor);
+                assert_eq!(actual, &vec![right[1], right[0]]);
+                assert_eq!(expected, &right.to_vec());
             }
             other => panic!("{arch}: expected WrongShape, got {other:?}"),
         }
-        assert!(error.to_string().contains("blk.1.ffn_up.weight"), "{error}");
+        assert!(error.to_string().contains(tensor), "{error}");
     }
 }
 
@@ -269,11 +292,23 @@ fn missing_tensors_are_named() {
         (TinyArch::Gemma3, "blk.1.attn_k_norm.weight"),
         (TinyArch::Gemma3, "blk.1.post_attention_norm.weight"),
         (TinyArch::Gemma3, "blk.0.post_ffw_norm.weight"),
+        (TinyArch::Qwen3, "blk.1.attn_k_norm.weight"),
+        (TinyArch::Qwen3Moe, "blk.0.ffn_down_exps.weight"),
+        (TinyArch::Qwen3Moe, "blk.1.ffn_gate_inp.weight"),
+        (TinyArch::Gemma, "blk.0.ffn_gate.weight"),
+        (TinyArch::Gemma2, "blk.1.post_ffw_norm.weight"),
+        // Without the fused projection, phi3 looks for separate ones.
+        (TinyArch::Phi3, "blk.0.attn_qkv.weight"),
+        (TinyArch::Granite, "blk.1.attn_v.weight"),
     ];
     for (i, &(arch, name)) in cases.iter().enumerate() {
         let mut bytes = tiny_model_bytes(arch, SEED);
         rename_tensor(&mut bytes, name);
         let error = load_bytes(&dir, &format!("missing-{i}.gguf"), &bytes).unwrap_err();
+        let name = match name {
+            "blk.0.attn_qkv.weight" => "blk.0.attn_q.weight",
+            other => other,
+        };
         match &error {
             LoadError::MissingTensor { name: missing } => assert_eq!(missing, name, "{arch}"),
             other => panic!("{arch} without {name}: expected MissingTensor, got {other:?}"),
