@@ -251,18 +251,26 @@ fn fim_tokens_of_code_model_vocabularies() {
         file sep: -
     "#]]
     .assert_eq(&fim_summary(&load(&vocab_path("deepseek-coder"))));
-    // Refact and StarCoder (stable-code spells them the same): `<fim_prefix>` ...
-    for name in ["refact", "starcoder"] {
-        expect_test::expect![[r#"
-            prefix: "<fim_prefix>"
-            suffix: "<fim_suffix>"
-            middle: "<fim_middle>"
-            pad: "<fim_pad>" (ends generation)
-            repo: -
-            file sep: "<file_sep>"
-        "#]]
-        .assert_eq(&fim_summary(&load(&vocab_path(name))));
-    }
+    // Refact's `<fim_prefix>` family (stable-code spells them the same) ...
+    expect_test::expect![[r#"
+        prefix: "<fim_prefix>"
+        suffix: "<fim_suffix>"
+        middle: "<fim_middle>"
+        pad: "<fim_pad>" (ends generation)
+        repo: "<reponame>" (ends generation)
+        file sep: -
+    "#]]
+    .assert_eq(&fim_summary(&load(&vocab_path("refact"))));
+    // ... and StarCoder's, with its file separator.
+    expect_test::expect![[r#"
+        prefix: "<fim_prefix>"
+        suffix: "<fim_suffix>"
+        middle: "<fim_middle>"
+        pad: "<fim_pad>" (ends generation)
+        repo: -
+        file sep: "<file_sep>"
+    "#]]
+    .assert_eq(&fim_summary(&load(&vocab_path("starcoder"))));
     // CodeLlama's SentencePiece spelling; the llama vocabulary has none of them.
     expect_test::expect![[r#"
         prefix: -
