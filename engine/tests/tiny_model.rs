@@ -257,7 +257,10 @@ fn wrong_shape_names_the_tensor() {
         // Same element count and byte size, transposed: the file is valid, the shape is not.
         let (n_embd, n_ff) = (tiny::N_EMBD as u64, tiny::N_FF as u64);
         let (tensor, right) = match arch {
-            TinyArch::Qwen3Moe => ("blk.1.ffn_gate_inp.weight", [n_embd, tiny::MOE_EXPERTS as u64]),
+            TinyArch::Qwen3Moe => (
+                "blk.1.ffn_gate_inp.weight",
+                [n_embd, tiny::MOE_EXPERTS as u64],
+            ),
             TinyArch::Phi3 => ("blk.1.ffn_up.weight", [n_embd, 2 * n_ff]),
             _ => ("blk.1.ffn_up.weight", [n_embd, n_ff]),
         };

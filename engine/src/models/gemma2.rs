@@ -98,7 +98,11 @@ pub(super) fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture
     let mut post_norms = Vec::with_capacity(hp.n_layer);
     for i in 0..hp.n_layer {
         let mut norm = |suffix: &str| {
-            binder.require(&format!("blk.{i}.{suffix}"), &[hp.n_embd], WeightUse::Vector)
+            binder.require(
+                &format!("blk.{i}.{suffix}"),
+                &[hp.n_embd],
+                WeightUse::Vector,
+            )
         };
         post_norms.push((
             norm("post_attention_norm.weight")?,

@@ -244,6 +244,7 @@ fn split_qkv<'a>(
 ) -> (Tensor<'a>, Tensor<'a>, Tensor<'a>) {
     let n = qkv.ne()[1];
     let [element, row, ..] = qkv.nb();
-    let part = |rows: i64, first: i64| ctx.cont(ctx.view_2d(qkv, rows, n, row, first as usize * element));
+    let part =
+        |rows: i64, first: i64| ctx.cont(ctx.view_2d(qkv, rows, n, row, first as usize * element));
     (part(n_q, 0), part(n_kv, n_q), part(n_kv, n_q + n_kv))
 }

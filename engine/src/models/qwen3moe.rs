@@ -91,17 +91,16 @@ pub(super) fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture
         ));
     }
     // As llama.cpp: without its own key, an expert is n_ff / n_expert_used wide.
-    let n_ff_expert = match read_size_opt(file, ARCH, "expert_feed_forward_length")? {
-        Some(width) => width,
-        None if hp.n_ff / n_expert_used > 0 => hp.n_ff / n_expert_used,
-        None => {
-            return Err(invalid(
+    let n_ff_expert =
+        match read_size_opt(file, ARCH, "expert_feed_forward_length")? {
+            Some(width) => width,
+            None if hp.n_ff / n_expert_used > 0 => hp.n_ff / n_expert_used,
+            None => return Err(invalid(
                 &format!("{ARCH}.feed_forward_length"),
                 hp.n_ff,
                 "must be at least the used expert count when expert_feed_forward_length is absent",
-            ))
-        }
-    };
+            )),
+        };
     let normalize_key = format!("{ARCH}.expert_weights_norm");
     let normalize = match file.get(&normalize_key) {
         None => true,
@@ -257,7 +256,8 @@ impl Qwen3Moe {
         // Weight each expert's output and sum over the chosen experts. [n_embd, n]
         let weighted = ctx.mul(down, weights);
         let nb = weighted.nb();
-        let expert_output = |slot: i64| ctx.view_2d(weighted, n_embd, n, nb[2], slot as usize * nb[1]);
+        let expert_output =
+            |slot: i64| ctx.view_2d(weighted, n_embd, n, nb[2], slot as usize * nb[1]);
         let mut sum = expert_output(0);
         for slot in 1..n_used {
             sum = ctx.add(sum, expert_output(slot));
