@@ -250,6 +250,68 @@ fn unsupported_architecture_lists_the_supported_ones() {
 }
 
 #[test]
+fn bad_hyperparameters_of_the_newer_architectures_are_clear_errors() {
+    let dir = TempDir::new("newer-hparams");
+    let invalid = |arch: TinyArch, edit: &dyn Fn(&mut lmrs_fixtures::GgufWriter)| {
+        let mut writer = tiny_model_writer(arch, SEED);
+        edit(&mut writer);
+        load_bytes(&dir, &format!("{arch}.gguf"), &writer.to_bytes()).unwrap_err()
+    };
+    let is_invalid = |error: &LoadError, expected_key: &str| matches!(error, LoadError::InvalidHyperparameter { key, .. } if key == expected_key);
+    // More experts used than there are, no experts, and another expert count than the tensors.
+    let error = invalid(TinyArch::Qwen3Moe, &|w| {
+        w.add_u32("qwen3moe.expert_used_count", 5);
+    });
+    assert!(
+        is_invalid(&error, "qwen3moe.expert_used_count"),
+        "{error:?}"
+    );
+    let error = invalid(TinyArch::Qwen3Moe, &|w| {
+        w.add_u32("qwen3moe.expert_count", 0);
+    });
+    assert!(is_invalid(&error, "qwen3moe.expert_count"), "{error:?}");
+    let error = invalid(TinyArch::Qwen3Moe, &|w| {
+        w.add_u32("qwen3moe.expert_count", 8);
+    });
+    assert!(
+        matches!(&error, LoadError::WrongShape { name, .. } if name == "blk.0.ffn_gate_exps.weight"),
+        "{error:?}"
+    );
+    // Soft-caps are divided by.
+    let error = invalid(TinyArch::Gemma2, &|w| {
+        w.add_f32("gemma2.attn_logit_softcapping", 0.0);
+    });
+    assert!(
+        is_invalid(&error, "gemma2.attn_logit_softcapping"),
+        "{error:?}"
+    );
+    // Granite: a logit scale that is not a number, and experts it does not run.
+    let error = invalid(TinyArch::Granite, &|w| {
+        w.add_f32("granite.logit_scale", f32::NAN);
+    });
+    assert!(is_invalid(&error, "granite.logit_scale"), "{error:?}");
+    let error = invalid(TinyArch::Granite, &|w| {
+        w.add_string("granite.logit_scale", "8");
+    });
+    assert!(
+        matches!(&error, LoadError::MissingMetadata { key, .. } if key == "granite.logit_scale"),
+        "{error:?}"
+    );
+    let error = invalid(TinyArch::Granite, &|w| {
+        w.add_u32("granite.expert_count", 4);
+    });
+    assert!(is_invalid(&error, "granite.expert_count"), "{error:?}");
+    // LongRoPE's attention factor scales the rotation: it must be positive.
+    let error = invalid(TinyArch::Phi3, &|w| {
+        w.add_f32("phi3.rope.scaling.attn_factor", -1.0);
+    });
+    assert!(
+        is_invalid(&error, "phi3.rope.scaling.attn_factor"),
+        "{error:?}"
+    );
+}
+
+#[test]
 fn wrong_shape_names_the_tensor() {
     let dir = TempDir::new("shape");
     for arch in TinyArch::ALL {
