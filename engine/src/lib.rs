@@ -71,6 +71,11 @@ pub fn supported_cpu_variants() -> Vec<&'static str> {
         .collect()
 }
 
+/// The architectures (`general.architecture` names) this engine runs, in registry order.
+pub fn supported_architectures() -> Vec<&'static str> {
+    models::supported()
+}
+
 /// Whether this binary holds several CPU variants chosen at run time (`ggml-sys/dispatch`).
 pub fn cpu_dispatch_build() -> bool {
     ggml_sys::cpu_variant::is_dispatch_build()

@@ -95,23 +95,47 @@ fn tiny_models_load_with_the_right_sizes() {
             info.hyperparameters.n_vocab as u64,
         );
         let expected = match arch {
-            TinyArch::Qwen2 | TinyArch::Llama | TinyArch::Gemma3 => {
+            TinyArch::Gpt2
+            | TinyArch::Starcoder
+            | TinyArch::Gptneox
+            | TinyArch::Bloom
+            | TinyArch::Mpt
+            | TinyArch::Starcoder2
+            | TinyArch::Stablelm
+            | TinyArch::Refact => layer_norm_family_params(arch, n_vocab),
+            _ => {
                 let n_kv = (tiny::N_HEAD_KV * tiny::HEAD_DIM) as u64;
                 let per_layer =
                     2 * n_embd * n_embd + 2 * n_embd * n_kv + 3 * n_embd * n_ff + 2 * n_embd;
-                let biases = match arch {
-                    TinyArch::Qwen2 => n_embd + 2 * n_kv,
-                    TinyArch::Gemma3 => 2 * tiny::HEAD_DIM as u64 + 2 * n_embd,
+                let head_dim = tiny::HEAD_DIM as u64;
+                let (n_expert, n_ff_expert) = (tiny::MOE_EXPERTS as u64, n_ff / 2);
+                // What a layer has beyond the llama layer (signed: the MoE layer has no dense FFN).
+                let biases: i64 = match arch {
+                    TinyArch::Qwen2 => (n_embd + 2 * n_kv) as i64,
+                    TinyArch::Gemma3 => (2 * head_dim + 2 * n_embd) as i64,
+                    TinyArch::Qwen3 => (2 * head_dim) as i64,
+                    // QK-norms, the router and the experts in place of the dense FFN.
+                    TinyArch::Qwen3Moe => {
+                        (2 * head_dim + n_embd * n_expert + 3 * n_embd * n_ff_expert * n_expert)
+                            as i64
+                            - (3 * n_embd * n_ff) as i64
+                    }
+                    TinyArch::Gemma2 => (2 * n_embd) as i64,
+                    // Phi-3's fused projections hold as many values as the separate ones.
                     _ => 0,
                 };
-                let output = if arch == TinyArch::Llama {
-                    n_embd * n_vocab
-                } else {
-                    0
+                // Separate output matrix (all but qwen2 and the Gemmas), and phi3's two LongRoPE factor
+                // vectors.
+                let output = match arch {
+                    TinyArch::Qwen2 | TinyArch::Gemma | TinyArch::Gemma2 | TinyArch::Gemma3 => 0,
+                    TinyArch::Phi3 => n_embd * n_vocab + head_dim,
+                    _ => n_embd * n_vocab,
                 };
-                n_embd * n_vocab + output + n_embd + tiny::N_LAYER as u64 * (per_layer + biases)
+                n_embd * n_vocab
+                    + output
+                    + n_embd
+                    + tiny::N_LAYER as u64 * (per_layer as i64 + biases) as u64
             }
-            _ => layer_norm_family_params(arch, n_vocab),
         };
         assert_eq!(info.n_params, expected, "{arch}");
 
@@ -229,7 +253,7 @@ fn tiny_vocabulary_is_a_working_byte_level_bpe() {
         assert!(!tokenizer.is_end_of_generation(prefix));
         assert!(fim.file_separator.is_some(), "{arch}");
         match arch {
-            TinyArch::Qwen2 => {
+            _ if arch.qwen_vocabulary() => {
                 assert_eq!(prefix_text, "<|fim_prefix|>");
                 assert!(fim.repo_name.is_some());
                 assert!(!tokenizer.add_bos());
@@ -249,7 +273,7 @@ fn tiny_vocabulary_is_a_working_byte_level_bpe() {
                 let text = tokenizer.encode("def f():", false);
                 assert_eq!(tokenizer.encode_prompt("def f():", false), text);
             }
-            TinyArch::Llama | TinyArch::Gemma3 => {
+            _ => {
                 assert_eq!(prefix_text, "<fim_prefix>");
                 assert!(tokenizer.add_bos());
                 assert_eq!(tokenizer.bos(), Some(0));
@@ -300,16 +324,83 @@ fn unsupported_architecture_lists_the_supported_ones() {
 }
 
 #[test]
+fn bad_hyperparameters_of_the_newer_architectures_are_clear_errors() {
+    let dir = TempDir::new("newer-hparams");
+    let invalid = |arch: TinyArch, edit: &dyn Fn(&mut lmrs_fixtures::GgufWriter)| {
+        let mut writer = tiny_model_writer(arch, SEED);
+        edit(&mut writer);
+        load_bytes(&dir, &format!("{arch}.gguf"), &writer.to_bytes()).unwrap_err()
+    };
+    let is_invalid = |error: &LoadError, expected_key: &str| matches!(error, LoadError::InvalidHyperparameter { key, .. } if key == expected_key);
+    // More experts used than there are, no experts, and another expert count than the tensors.
+    let error = invalid(TinyArch::Qwen3Moe, &|w| {
+        w.add_u32("qwen3moe.expert_used_count", 5);
+    });
+    assert!(
+        is_invalid(&error, "qwen3moe.expert_used_count"),
+        "{error:?}"
+    );
+    let error = invalid(TinyArch::Qwen3Moe, &|w| {
+        w.add_u32("qwen3moe.expert_count", 0);
+    });
+    assert!(is_invalid(&error, "qwen3moe.expert_count"), "{error:?}");
+    let error = invalid(TinyArch::Qwen3Moe, &|w| {
+        w.add_u32("qwen3moe.expert_count", 8);
+    });
+    assert!(
+        matches!(&error, LoadError::WrongShape { name, .. } if name == "blk.0.ffn_gate_exps.weight"),
+        "{error:?}"
+    );
+    // Soft-caps are divided by.
+    let error = invalid(TinyArch::Gemma2, &|w| {
+        w.add_f32("gemma2.attn_logit_softcapping", 0.0);
+    });
+    assert!(
+        is_invalid(&error, "gemma2.attn_logit_softcapping"),
+        "{error:?}"
+    );
+    // Granite: a logit scale that is not a number, and experts it does not run.
+    let error = invalid(TinyArch::Granite, &|w| {
+        w.add_f32("granite.logit_scale", f32::NAN);
+    });
+    assert!(is_invalid(&error, "granite.logit_scale"), "{error:?}");
+    let error = invalid(TinyArch::Granite, &|w| {
+        w.add_string("granite.logit_scale", "8");
+    });
+    assert!(
+        matches!(&error, LoadError::MissingMetadata { key, .. } if key == "granite.logit_scale"),
+        "{error:?}"
+    );
+    let error = invalid(TinyArch::Granite, &|w| {
+        w.add_u32("granite.expert_count", 4);
+    });
+    assert!(is_invalid(&error, "granite.expert_count"), "{error:?}");
+    // LongRoPE's attention factor scales the rotation: it must be positive.
+    let error = invalid(TinyArch::Phi3, &|w| {
+        w.add_f32("phi3.rope.scaling.attn_factor", -1.0);
+    });
+    assert!(
+        is_invalid(&error, "phi3.rope.scaling.attn_factor"),
+        "{error:?}"
+    );
+}
+
+#[test]
 fn wrong_shape_names_the_tensor() {
     let dir = TempDir::new("shape");
     for arch in TinyArch::ALL {
         let mut bytes = tiny_model_bytes(arch, SEED);
         // Same element count and byte size, transposed: the file is valid, the shape is not.
-        set_tensor_dims(
-            &mut bytes,
-            "blk.1.ffn_up.weight",
-            [tiny::N_FF as u64, tiny::N_EMBD as u64],
-        );
+        let (n_embd, n_ff) = (tiny::N_EMBD as u64, tiny::N_FF as u64);
+        let (tensor, right) = match arch {
+            TinyArch::Qwen3Moe => (
+                "blk.1.ffn_gate_inp.weight",
+                [n_embd, tiny::MOE_EXPERTS as u64],
+            ),
+            TinyArch::Phi3 => ("blk.1.ffn_up.weight", [n_embd, 2 * n_ff]),
+            _ => ("blk.1.ffn_up.weight", [n_embd, n_ff]),
+        };
+        set_tensor_dims(&mut bytes, tensor, [right[1], right[0]]);
         let error = load_bytes(&dir, &format!("{arch}-shape.gguf"), &bytes).unwrap_err();
         match &error {
             LoadError::WrongShape {
@@ -317,13 +408,13 @@ fn wrong_shape_names_the_tensor() {
                 actual,
                 expected,
             } => {
-                assert_eq!(name, "blk.1.ffn_up.weight");
-                assert_eq!(actual, &vec![tiny::N_FF as u64, tiny::N_EMBD as u64]);
-                assert_eq!(expected, &vec![tiny::N_EMBD as u64, tiny::N_FF as u64]);
+                assert_eq!(name, tensor);
+                assert_eq!(actual, &vec![right[1], right[0]]);
+                assert_eq!(expected, &right.to_vec());
             }
             other => panic!("{arch}: expected WrongShape, got {other:?}"),
         }
-        assert!(error.to_string().contains("blk.1.ffn_up.weight"), "{error}");
+        assert!(error.to_string().contains(tensor), "{error}");
     }
 }
 
@@ -340,11 +431,23 @@ fn missing_tensors_are_named() {
         (TinyArch::Gemma3, "blk.1.attn_k_norm.weight"),
         (TinyArch::Gemma3, "blk.1.post_attention_norm.weight"),
         (TinyArch::Gemma3, "blk.0.post_ffw_norm.weight"),
+        (TinyArch::Qwen3, "blk.1.attn_k_norm.weight"),
+        (TinyArch::Qwen3Moe, "blk.0.ffn_down_exps.weight"),
+        (TinyArch::Qwen3Moe, "blk.1.ffn_gate_inp.weight"),
+        (TinyArch::Gemma, "blk.0.ffn_gate.weight"),
+        (TinyArch::Gemma2, "blk.1.post_ffw_norm.weight"),
+        // Without the fused projection, phi3 looks for separate ones.
+        (TinyArch::Phi3, "blk.0.attn_qkv.weight"),
+        (TinyArch::Granite, "blk.1.attn_v.weight"),
     ];
     for (i, &(arch, name)) in cases.iter().enumerate() {
         let mut bytes = tiny_model_bytes(arch, SEED);
         rename_tensor(&mut bytes, name);
         let error = load_bytes(&dir, &format!("missing-{i}.gguf"), &bytes).unwrap_err();
+        let name = match name {
+            "blk.0.attn_qkv.weight" => "blk.0.attn_q.weight",
+            other => other,
+        };
         match &error {
             LoadError::MissingTensor { name: missing } => assert_eq!(missing, name, "{arch}"),
             other => panic!("{arch} without {name}: expected MissingTensor, got {other:?}"),

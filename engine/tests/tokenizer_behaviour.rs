@@ -213,6 +213,76 @@ fn fim_tokens_of_smollm2() {
     assert!(tokenizer.is_end_of_generation(tokenizer.token_id("<|im_end|>").expect("token")));
 }
 
+/// The FIM tokens found in a vocabulary and whether each ends generation, one line per kind.
+fn fim_summary(tokenizer: &Tokenizer) -> String {
+    let fim = tokenizer.fim();
+    let show = |kind: &str, id: Option<TokenId>| match id {
+        Some(id) => format!(
+            "{kind}: {:?}{}\n",
+            tokenizer.token_text(id).unwrap_or(""),
+            if tokenizer.is_end_of_generation(id) {
+                " (ends generation)"
+            } else {
+                ""
+            }
+        ),
+        None => format!("{kind}: -\n"),
+    };
+    [
+        show("prefix", fim.prefix),
+        show("suffix", fim.suffix),
+        show("middle", fim.middle),
+        show("pad", fim.pad),
+        show("repo", fim.repo_name),
+        show("file sep", fim.file_separator),
+    ]
+    .concat()
+}
+
+#[test]
+fn fim_tokens_of_code_model_vocabularies() {
+    // DeepSeek-Coder's own spelling, found from the tokens' text (its GGUF has no fim_* ids).
+    expect_test::expect![[r#"
+        prefix: "<｜fim▁begin｜>"
+        suffix: "<｜fim▁hole｜>"
+        middle: "<｜fim▁end｜>"
+        pad: -
+        repo: -
+        file sep: -
+    "#]]
+    .assert_eq(&fim_summary(&load(&vocab_path("deepseek-coder"))));
+    // Refact's `<fim_prefix>` family (stable-code spells them the same) ...
+    expect_test::expect![[r#"
+        prefix: "<fim_prefix>"
+        suffix: "<fim_suffix>"
+        middle: "<fim_middle>"
+        pad: "<fim_pad>" (ends generation)
+        repo: "<reponame>" (ends generation)
+        file sep: -
+    "#]]
+    .assert_eq(&fim_summary(&load(&vocab_path("refact"))));
+    // ... and StarCoder's, with its file separator.
+    expect_test::expect![[r#"
+        prefix: "<fim_prefix>"
+        suffix: "<fim_suffix>"
+        middle: "<fim_middle>"
+        pad: "<fim_pad>" (ends generation)
+        repo: -
+        file sep: "<file_sep>"
+    "#]]
+    .assert_eq(&fim_summary(&load(&vocab_path("starcoder"))));
+    // CodeLlama's SentencePiece spelling; the llama vocabulary has none of them.
+    expect_test::expect![[r#"
+        prefix: -
+        suffix: -
+        middle: -
+        pad: -
+        repo: -
+        file sep: -
+    "#]]
+    .assert_eq(&fim_summary(&load(&vocab_path("llama-spm"))));
+}
+
 #[test]
 fn unsupported_vocabularies_are_clear_errors() {
     use lmrs::gguf::{MetadataArray, MetadataValue};

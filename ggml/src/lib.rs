@@ -605,6 +605,13 @@ unary_ops! {
     tanh => ggml_tanh;
     /// Element-wise GELU with the tanh approximation (GPT-2's FFN activation).
     gelu => ggml_gelu;
+    /// `silu(a[..n/2]) * a[n/2..]` per row of `n` values (fused gate and up halves), `[n, m]` to
+    /// `[n/2, m]`.
+    swiglu => ggml_swiglu;
+    /// `softmax(a)` over `ne0`, without scale or mask.
+    soft_max => ggml_soft_max;
+    /// Sums over `ne0`: `[n, m, ...]` to `[1, m, ...]`.
+    sum_rows => ggml_sum_rows;
 }
 
 binary_ops! {
@@ -620,6 +627,8 @@ binary_ops! {
     swiglu_split => ggml_swiglu_split;
     /// `gelu(a) * b`, fused (GELU with the tanh approximation).
     geglu_split => ggml_geglu_split;
+    /// Element-wise division with broadcasting of `b`.
+    div => ggml_div;
 }
 
 impl Context {
@@ -659,6 +668,55 @@ impl Context {
         })
     }
 
+    /// Indirect matrix multiplication (mixture of experts): `experts` is `[n_in, n_out, n_expert]`,
+    /// `b` `[n_in, n_used_or_1, n_tokens]`, `ids` I32 `[n_used, n_tokens]` (expert indices below
+    /// `n_expert`). Result `[n_out, n_used, n_tokens]`: entry `(e, t)` is `experts[ids[e, t]] @ b[e, t]`
+    /// (`b`'s second dimension broadcasts when it is 1).
+    pub fn mul_mat_id<'a>(
+        &'a self,
+        experts: Tensor<'a>,
+        b: Tensor<'a>,
+        ids: Tensor<'a>,
+    ) -> Tensor<'a> {
+        // SAFETY: all three tensors belong to live contexts (lifetime 'a); GGML asserts their shapes
+        // and the I32 type of `ids` when the node is created. Index values are checked by the
+        // kernel against the expert count.
+        self.wrap(unsafe {
+            sys::ggml_mul_mat_id(
+                self.ptr(),
+                experts.raw.as_ptr(),
+                b.raw.as_ptr(),
+                ids.raw.as_ptr(),
+            )
+        })
+    }
+
+    /// Indices (I32) of the `k` largest values of every row, largest first: `[n, m]` to `[k, m]`
+    /// (a view of a descending argsort). `k` must be at most `n`.
+    pub fn argsort_top_k<'a>(&'a self, a: Tensor<'a>, k: i32) -> Tensor<'a> {
+        // SAFETY: valid tensor and context; GGML asserts `k <= ne0`.
+        self.wrap(unsafe { sys::ggml_argsort_top_k(self.ptr(), a.raw.as_ptr(), k) })
+    }
+
+    /// `a` clamped element-wise into `[min, max]`.
+    pub fn clamp<'a>(&'a self, a: Tensor<'a>, min: f32, max: f32) -> Tensor<'a> {
+        // SAFETY: valid tensor and context; any bounds are accepted.
+        self.wrap(unsafe { sys::ggml_clamp(self.ptr(), a.raw.as_ptr(), min, max) })
+    }
+
+    /// Reshape to 4 dimensions (a view of a contiguous tensor).
+    pub fn reshape_4d<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        ne0: i64,
+        ne1: i64,
+        ne2: i64,
+        ne3: i64,
+    ) -> Tensor<'a> {
+        // SAFETY: valid tensor; GGML asserts the element count matches.
+        self.wrap(unsafe { sys::ggml_reshape_4d(self.ptr(), a.raw.as_ptr(), ne0, ne1, ne2, ne3) })
+    }
+
     /// `a * s`, element-wise.
     pub fn scale<'a>(&'a self, a: Tensor<'a>, s: f32) -> Tensor<'a> {
         // SAFETY: valid tensor and context; any float is accepted.
@@ -675,12 +733,6 @@ impl Context {
     pub fn norm<'a>(&'a self, a: Tensor<'a>, eps: f32) -> Tensor<'a> {
         // SAFETY: valid tensor and context; GGML asserts eps >= 0 (callers validate it).
         self.wrap(unsafe { sys::ggml_norm(self.ptr(), a.raw.as_ptr(), eps) })
-    }
-
-    /// Clamps every element into `[min, max]`.
-    pub fn clamp<'a>(&'a self, a: Tensor<'a>, min: f32, max: f32) -> Tensor<'a> {
-        // SAFETY: valid tensor and context; any floats are accepted.
-        self.wrap(unsafe { sys::ggml_clamp(self.ptr(), a.raw.as_ptr(), min, max) })
     }
 
     /// Reshape to 2 dimensions (a view of a contiguous tensor).
@@ -748,13 +800,27 @@ impl Context {
         positions: Tensor<'a>,
         rope: &RopeParams,
     ) -> Tensor<'a> {
-        // SAFETY: valid tensors; a null frequency-factor tensor is allowed by GGML.
+        self.rope_ext_with_factors(a, positions, None, rope)
+    }
+
+    /// Rotary position embedding with per-frequency divisors (LongRoPE's `rope_factors_*`, F32
+    /// `[n_dims / 2]`: pair `i` rotates at `freq_i / factors[i]`); without them, [`Self::rope_ext`].
+    pub fn rope_ext_with_factors<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        positions: Tensor<'a>,
+        freq_factors: Option<Tensor<'a>>,
+        rope: &RopeParams,
+    ) -> Tensor<'a> {
+        let factors = freq_factors.map_or(std::ptr::null_mut(), |f| f.raw.as_ptr());
+        // SAFETY: valid tensors; a null frequency-factor tensor is allowed by GGML, and a present one
+        // is checked by GGML (F32, at least n_dims / 2 values).
         self.wrap(unsafe {
             sys::ggml_rope_ext(
                 self.ptr(),
                 a.raw.as_ptr(),
                 positions.raw.as_ptr(),
-                std::ptr::null_mut(),
+                factors,
                 rope.n_dims,
                 rope.mode,
                 rope.n_ctx_orig,
@@ -814,22 +880,7 @@ impl Context {
         scale: f32,
         max_bias: f32,
     ) -> Tensor<'a> {
-        // SAFETY: valid tensors; GGML checks their shapes and types.
-        let out = unsafe {
-            sys::ggml_flash_attn_ext(
-                self.ptr(),
-                q.raw.as_ptr(),
-                k.raw.as_ptr(),
-                v.raw.as_ptr(),
-                mask.raw.as_ptr(),
-                scale,
-                max_bias,
-                0.0,
-            )
-        };
-        // SAFETY: `out` is the flash-attention node just created.
-        unsafe { sys::ggml_flash_attn_ext_set_prec(out, sys::ggml_prec::GGML_PREC_F32) };
-        self.wrap(out)
+        self.flash_attn_ext_with(q, k, v, mask, scale, max_bias, 0.0)
     }
 
     /// Fused attention: `q [d, n_q, h]`, `k [d, n_kv, h_kv]`, `v [d, n_kv, h_kv]`, `mask [n_kv, n_q_pad]` F16.
@@ -842,6 +893,38 @@ impl Context {
         mask: Tensor<'a>,
         scale: f32,
     ) -> Tensor<'a> {
+        self.flash_attn_ext_softcapped(q, k, v, mask, scale, 0.0)
+    }
+
+    /// [`Self::flash_attn_ext`] with the scores soft-capped before the mask and softmax:
+    /// `cap * tanh(scale * q k^T / cap)` (Gemma 2); a cap of 0 means none.
+    #[allow(clippy::too_many_arguments)]
+    pub fn flash_attn_ext_softcapped<'a>(
+        &'a self,
+        q: Tensor<'a>,
+        k: Tensor<'a>,
+        v: Tensor<'a>,
+        mask: Tensor<'a>,
+        scale: f32,
+        logit_softcap: f32,
+    ) -> Tensor<'a> {
+        self.flash_attn_ext_with(q, k, v, mask, scale, 0.0, logit_softcap)
+    }
+
+    /// Flash attention with every option: ALiBi slopes from `max_bias` (0: none, see
+    /// [`Self::flash_attn_ext_alibi`]) and scores soft-capped at `logit_softcap` (0: none, see
+    /// [`Self::flash_attn_ext_softcapped`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn flash_attn_ext_with<'a>(
+        &'a self,
+        q: Tensor<'a>,
+        k: Tensor<'a>,
+        v: Tensor<'a>,
+        mask: Tensor<'a>,
+        scale: f32,
+        max_bias: f32,
+        logit_softcap: f32,
+    ) -> Tensor<'a> {
         // SAFETY: valid tensors; GGML checks their shapes and types.
         let out = unsafe {
             sys::ggml_flash_attn_ext(
@@ -851,8 +934,8 @@ impl Context {
                 v.raw.as_ptr(),
                 mask.raw.as_ptr(),
                 scale,
-                0.0,
-                0.0,
+                max_bias,
+                logit_softcap,
             )
         };
         // SAFETY: `out` is the flash-attention node just created.
@@ -899,6 +982,11 @@ impl<'ctx> Tensor<'ctx> {
     /// Stride in bytes per dimension (`nb`).
     pub fn nb(&self) -> [usize; 4] {
         self.get().nb
+    }
+
+    /// Number of elements per dimension (`ne`, fastest first).
+    pub fn ne(&self) -> [i64; 4] {
+        self.get().ne
     }
 
     /// The element type.
@@ -1377,15 +1465,38 @@ pub fn quantize_rows(
 /// Whether a weight matrix `weight` used as `mul_mat(weight, x)` with F32 `x` of `n_cols` columns would
 /// run on repacked kernels if stored in a [`BufferKind::Repack`] buffer.
 pub fn repack_supported(tensor_type: TensorType, dims: [i64; 2]) -> bool {
+    repack_supports(tensor_type, &dims, |ctx, weight| {
+        let input = ctx.new_tensor("input", TensorType::F32, &[dims[0], 512]);
+        ctx.mul_mat(weight, input)
+    })
+}
+
+/// Whether a stack of expert matrices `[n_in, n_out, n_expert]` of `tensor_type` can live in the
+/// CPU backend's repacked layout, used by [`Context::mul_mat_id`] (as llama.cpp places the experts
+/// of mixture-of-experts models). Same conditions as [`repack_supported`].
+pub fn repack_supported_experts(tensor_type: TensorType, dims: [i64; 3]) -> bool {
+    repack_supports(tensor_type, &dims, |ctx, weight| {
+        let input = ctx.new_tensor("input", TensorType::F32, &[dims[0], 1, 512]);
+        let ids = ctx.new_tensor("ids", TensorType::I32, &[1, 512]);
+        ctx.mul_mat_id(weight, input, ids)
+    })
+}
+
+/// Whether the CPU device runs the product `op` builds on a weight of `tensor_type` and `dims`
+/// placed in the repack buffer type.
+fn repack_supports(
+    tensor_type: TensorType,
+    dims: &[i64],
+    op: impl for<'a> Fn(&'a Context, Tensor<'a>) -> Tensor<'a>,
+) -> bool {
     let Some(buft) = repack_buffer_type() else {
         return false;
     };
-    let Ok(ctx) = Context::new(3, 0) else {
+    let Ok(ctx) = Context::new(4, 0) else {
         return false;
     };
-    let weight = ctx.new_tensor("weight", tensor_type, &dims);
-    let input = ctx.new_tensor("input", TensorType::F32, &[dims[0], 512]);
-    let product = ctx.mul_mat(weight, input);
+    let weight = ctx.new_tensor("weight", tensor_type, dims);
+    let product = op(&ctx, weight);
     // SAFETY: a zero-sized buffer of the repack type is a valid dummy that tells the device which
     // buffer type the weight would live in; it is freed before returning and no data is touched.
     unsafe {

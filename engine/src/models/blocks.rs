@@ -399,8 +399,8 @@ pub(super) fn attention<'a>(
     v: Tensor<'a>,
     kq_scale: f32,
 ) -> Tensor<'a> {
-    attention_biased(
-        ctx, graph, hp, cache, layer, batch, mask, q, k, v, kq_scale, 0.0,
+    attention_general(
+        ctx, graph, hp, cache, layer, batch, mask, q, k, v, kq_scale, 0.0, None,
     )
 }
 
@@ -421,6 +421,52 @@ pub(super) fn attention_biased<'a>(
     v: Tensor<'a>,
     kq_scale: f32,
     max_bias: f32,
+) -> Tensor<'a> {
+    attention_general(
+        ctx, graph, hp, cache, layer, batch, mask, q, k, v, kq_scale, max_bias, None,
+    )
+}
+
+/// [`attention`] with the scores soft-capped before the mask and softmax when `softcap` is set
+/// (Gemma 2): `cap * tanh(q k^T / cap)`, then scaled by `kq_scale` (as llama.cpp does; Gemma 2 scales
+/// its queries instead and passes 1).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attention_softcapped<'a>(
+    ctx: &'a Context,
+    graph: &mut Graph<'a>,
+    hp: &Hyperparameters,
+    cache: &KvTensors<'a>,
+    layer: usize,
+    batch: &BatchInputs<'a>,
+    mask: Tensor<'a>,
+    q: Tensor<'a>,
+    k: Tensor<'a>,
+    v: Tensor<'a>,
+    kq_scale: f32,
+    softcap: Option<f32>,
+) -> Tensor<'a> {
+    attention_general(
+        ctx, graph, hp, cache, layer, batch, mask, q, k, v, kq_scale, 0.0, softcap,
+    )
+}
+
+/// [`attention`] with ALiBi slopes from `max_bias` (0: none) and the scores soft-capped at
+/// `softcap` (None: not capped); the other attention functions are this one.
+#[allow(clippy::too_many_arguments)]
+fn attention_general<'a>(
+    ctx: &'a Context,
+    graph: &mut Graph<'a>,
+    hp: &Hyperparameters,
+    cache: &KvTensors<'a>,
+    layer: usize,
+    batch: &BatchInputs<'a>,
+    mask: Tensor<'a>,
+    q: Tensor<'a>,
+    k: Tensor<'a>,
+    v: Tensor<'a>,
+    kq_scale: f32,
+    max_bias: f32,
+    softcap: Option<f32>,
 ) -> Tensor<'a> {
     let (n_tokens, n_past, n_kv) = (batch.n_tokens as i64, batch.n_past, batch.n_kv as i64);
     let (head_dim, n_head_kv, n_embd_kv) = (
@@ -457,11 +503,15 @@ pub(super) fn attention_biased<'a>(
         // Values stored like keys, [n_embd_kv, n_ctx]; fused softmax(q k^T * kq_scale + mask) v.
         graph.build_forward(ctx.set_rows(cache.writable(v_cache), v, batch.cache_rows));
         let values = rows_per_head(v_cache); // [head_dim, n_kv, n_head_kv]
-        let attended = if max_bias > 0.0 {
-            ctx.flash_attn_ext_alibi(queries, keys, values, mask, kq_scale, max_bias)
-        } else {
-            ctx.flash_attn_ext(queries, keys, values, mask, kq_scale)
-        }; // [head_dim, n_head, n_tokens]
+        let attended = ctx.flash_attn_ext_with(
+            queries,
+            keys,
+            values,
+            mask,
+            kq_scale,
+            max_bias,
+            softcap.unwrap_or(0.0),
+        ); // [head_dim, n_head, n_tokens]
         return ctx.reshape_2d(attended, head_dim * hp.n_head as i64, n_tokens);
     }
 
@@ -488,7 +538,10 @@ pub(super) fn attention_biased<'a>(
 
     // Scores [n_kv, n_tokens, n_head] (query heads broadcast over KV heads), masked softmax, then
     // the weighted sum of values [head_dim, n_tokens, n_head], heads merged per token.
-    let scores = ctx.mul_mat(keys, queries);
+    let mut scores = ctx.mul_mat(keys, queries);
+    if let Some(cap) = softcap {
+        scores = ctx.scale(ctx.tanh(ctx.scale(scores, 1.0 / cap)), cap);
+    }
     let weights = if max_bias > 0.0 {
         ctx.soft_max_ext_alibi(scores, mask, kq_scale, max_bias)
     } else {

@@ -67,7 +67,8 @@ pub(super) fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture
     let file = binder.file();
     let config = blocks::read_decoder_config(file, ARCH, ROPE_TYPE_NEOX)?;
     let hp = &config.hp;
-    let (sliding_window, is_local) = read_sliding_window(file, hp.n_layer)?;
+    let (sliding_window, is_local) =
+        read_sliding_window(file, ARCH, hp.n_layer, 0, DEFAULT_PATTERN)?;
 
     // Local layers rotate with their own base and never scale positions (llama.cpp's
     // `rope_freq_scale_train_swa` is 1); global ones as `rope.*` says.
@@ -134,17 +135,21 @@ pub(super) fn load(binder: &mut WeightBinder<'_>) -> Result<Box<dyn Architecture
     }))
 }
 
-/// The window of the local layers and which layers are local. `attention.sliding_window` absent or
-/// 0: no local layers. Otherwise `attention.sliding_window_pattern` says which layers are local:
-/// either one flag per layer, or a period `n` (default 6) making every `n`-th layer global (layer
-/// `i` is local when `i % n < n - 1`; `n = 0` makes every layer local), as llama.cpp reads it.
-fn read_sliding_window(
+/// The window of the local layers and which layers are local, for Gemma 2 and 3 (`arch`).
+/// `attention.sliding_window` (`default_window` when absent) 0: no local layers. Otherwise
+/// `attention.sliding_window_pattern` says which layers are local: either one flag per layer, or a
+/// period `n` (default `default_period`) making every `n`-th layer global (layer `i` is local when
+/// `i % n < n - 1`; `n = 0` makes every layer local), as llama.cpp reads it.
+pub(super) fn read_sliding_window(
     file: &GgufFile,
+    arch: &str,
     n_layer: usize,
+    default_window: u64,
+    default_period: u64,
 ) -> Result<(Option<usize>, Vec<bool>), LoadError> {
-    let window_key = format!("{ARCH}.attention.sliding_window");
+    let window_key = format!("{arch}.attention.sliding_window");
     let window = match file.get(&window_key) {
-        None => 0,
+        None => default_window,
         Some(_) => file
             .get_u64(&window_key)
             .ok_or(LoadError::MissingMetadata {
@@ -158,7 +163,7 @@ fn read_sliding_window(
     // A window wider than any context hides nothing; keep it representable.
     let window = usize::try_from(window).unwrap_or(usize::MAX);
 
-    let pattern_key = format!("{ARCH}.attention.sliding_window_pattern");
+    let pattern_key = format!("{arch}.attention.sliding_window_pattern");
     let is_local = match file.get(&pattern_key) {
         Some(MetadataValue::Array(MetadataArray::Bool(flags))) => {
             if flags.len() != n_layer {
@@ -179,7 +184,7 @@ fn read_sliding_window(
         }
         other => {
             let period = match other {
-                None => DEFAULT_PATTERN,
+                None => default_period,
                 Some(_) => file
                     .get_u64(&pattern_key)
                     .ok_or(LoadError::MissingMetadata {

@@ -7,13 +7,20 @@
 
 pub(crate) mod architecture;
 mod blocks;
+
 mod bloom;
+mod gemma;
+mod gemma2;
 mod gemma3;
 mod gpt2;
 mod gptneox;
+mod granite;
 mod llama;
 mod mpt;
+mod phi3;
 mod qwen2;
+mod qwen3;
+mod qwen3moe;
 mod refact;
 mod stablelm;
 mod starcoder;
@@ -40,6 +47,12 @@ const REGISTRY: &[(&str, LoadFn)] = &[
     ("starcoder2", starcoder2::load),
     ("stablelm", stablelm::load),
     ("refact", refact::load),
+    ("qwen3", qwen3::load),
+    ("qwen3moe", qwen3moe::load),
+    ("gemma", gemma::load),
+    ("gemma2", gemma2::load),
+    ("phi3", phi3::load),
+    ("granite", granite::load),
 ];
 
 /// The loader of the architecture called `name` (`general.architecture`), if lmrs runs it.

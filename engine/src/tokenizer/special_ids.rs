@@ -100,9 +100,10 @@ const FIM_REPO_TEXTS: &[&str] = &[
     "<reponame>",
 ];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
-/// Extra file-separator spelling lmrs accepts for [`FimTokens`] (StarCoder 2, SmolLM); llama.cpp
-/// does not know it, so it does not end generation.
-const EXTRA_FILE_SEP_TEXTS: &[&str] = &["<file_sep>"];
+/// Extra file-separator spellings lmrs accepts for [`FimTokens`] (StarCoder 2 and SmolLM's
+/// `<file_sep>`, CodeGemma's `<|file_separator|>`); llama.cpp does not know them, so they are not
+/// end-of-generation tokens (completion stops at them anyway: they are control tokens).
+const EXTRA_FILE_SEP_TEXTS: &[&str] = &["<file_sep>", "<|file_separator|>"];
 /// Texts that end generation whatever the metadata says.
 const END_OF_GENERATION_TEXTS: &[&str] = &[
     "<|eot_id|>",

@@ -215,14 +215,24 @@ impl<'f> WeightBinder<'f> {
         for (info, usage) in &self.requests {
             let dims: Vec<i64> = info.dims.iter().map(|&d| d as i64).collect();
             let is_matrix = *usage == WeightUse::Matrix && dims.len() == 2;
+            // Experts of a mixture (`[n_in, n_out, n_expert]`), multiplied with `mul_mat_id`.
+            let is_expert_stack = *usage == WeightUse::Matrix && dims.len() == 3;
             let widen = widen_q5_0 && is_matrix && info.ggml_type == GgmlType::Q5_0;
             let tensor_type = if widen {
                 TensorType(GgmlType::Q8_0.id())
             } else {
                 TensorType(info.ggml_type.id())
             };
-            let repackable =
-                repack && is_matrix && ggml_sys::repack_supported(tensor_type, [dims[0], dims[1]]);
+            let repackable = repack
+                && if is_matrix {
+                    ggml_sys::repack_supported(tensor_type, [dims[0], dims[1]])
+                } else {
+                    is_expert_stack
+                        && ggml_sys::repack_supported_experts(
+                            tensor_type,
+                            [dims[0], dims[1], dims[2]],
+                        )
+                };
             let (placement, context, infos) = if repackable {
                 (Placement::Repacked, &repacked, &mut repacked_infos)
             } else if widen {
@@ -233,7 +243,11 @@ impl<'f> WeightBinder<'f> {
             context.new_tensor(&info.name, tensor_type, &dims);
             slots.push((placement, infos.len()));
             infos.push(info);
-            let twin = dual_layout && repackable && !widen && has_tiled_kernels(info.ggml_type);
+            let twin = dual_layout
+                && is_matrix
+                && repackable
+                && !widen
+                && has_tiled_kernels(info.ggml_type);
             if twin {
                 mapped.new_tensor(&info.name, tensor_type, &dims);
                 dual_layout_bytes += info.size;

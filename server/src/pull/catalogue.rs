@@ -2,12 +2,15 @@
 //! each lives on the Hugging Face hub, its size, its sha256 when pinned, and whether it can fill in
 //! the middle.
 //!
-//! Only the `qwen2`, `llama` and `gemma3` architectures load in this lmrs ([`LOADABLE_ARCHITECTURES`]); the
+//! Only the architectures of [`LOADABLE_ARCHITECTURES`] load in this lmrs; the
 //! other entries can be pulled (for another tool, or a later lmrs) and `lmrs pull` says that this
 //! lmrs cannot run them yet.
 
-/// Architectures (`general.architecture`) that this lmrs's engine loads.
-pub const LOADABLE_ARCHITECTURES: &[&str] = &["qwen2", "llama", "gemma3"];
+/// Architectures (`general.architecture`) that this lmrs's engine loads (the engine's registry;
+/// a test checks that they agree).
+pub const LOADABLE_ARCHITECTURES: &[&str] = &[
+    "qwen2", "llama", "gemma3", "qwen3", "qwen3moe", "gemma", "gemma2", "phi3", "granite",
+];
 
 /// One model of the catalogue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +119,8 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         fim: true,
         architecture: "starcoder2",
     },
-    // NOT YET LOADABLE by the engine (architecture `gemma`): pullable, `lmrs pull` says so. The
-    // Gemma terms apply. Not pinned: checked against the hub's sha256.
+    // Architecture `gemma` (CodeGemma). The Gemma terms apply. Not pinned: checked against the
+    // hub's sha256.
     CatalogueEntry {
         name: "codegemma:2b",
         repo: "lmstudio-community/codegemma-2b-GGUF",
@@ -180,5 +183,11 @@ mod tests {
         assert_eq!(by_name("Qwen2.5-Coder:1.5B"), Some(entry));
         assert!(!by_name("starcoder2:3b").unwrap().loadable());
         assert!(by_name("deepseek-coder:1.3b").unwrap().loadable());
+        assert!(by_name("codegemma:2b").unwrap().loadable());
+    }
+
+    #[test]
+    fn loadable_architectures_are_the_engine_s() {
+        assert_eq!(LOADABLE_ARCHITECTURES, lmrs::supported_architectures());
     }
 }
