@@ -671,6 +671,14 @@ fn api_key_cors_and_body_limit() {
         .call()
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
+    // So does the playground page (static; the page asks for the key).
+    let response = unauthenticated
+        .get(format!("{}/", server.base))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let page = response.into_body().read_to_string().unwrap();
+    assert!(page.contains("lmrs playground") && page.contains("/infill"));
     let response = unauthenticated
         .get(format!("{}/props", server.base))
         .call()

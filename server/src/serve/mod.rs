@@ -9,7 +9,10 @@
 //! - `POST /v1/completions` (OpenAI; fill-in-the-middle when `suffix` is given; `n` choices; SSE
 //!   ending with `data: [DONE]`), `GET /v1/models`;
 //! - `GET /health`, `GET /metrics` (Prometheus), `GET /props` (model, context, FIM tokens),
-//!   `POST /tokenize`, `POST /detokenize`.
+//!   `POST /tokenize`, `POST /detokenize`;
+//! - `GET /`: the playground, one static page (`playground.html`, compiled in): a code editor
+//!   with ghost text from `/infill` as you type (Tab accepts, Esc dismisses), each suggestion's
+//!   timings and cache reuse, and the model's `/props`.
 //!
 //! Layers, each using only those before it: [`error`] (the JSON error shape) → [`stops`] (stop
 //! strings, `n_indent`) → [`infill`] (the FIM prompt) → [`metrics`] → [`slots`] (sessions on their
@@ -17,9 +20,9 @@
 //! [`routes`] (axum) → this file (options, binding, loading, shutdown).
 //!
 //! Safe by default: it binds loopback; another address needs `--api-key`, which every endpoint
-//! but `/health` then requires as `Authorization: Bearer KEY`; bodies over `--max-body-bytes` are
-//! refused with `413`; no CORS header unless `--cors ORIGIN`; prompt and code text is logged at
-//! debug level at most (in fact never: only sizes and timings are).
+//! but `/health` and the static page `/` then requires as `Authorization: Bearer KEY`; bodies
+//! over `--max-body-bytes` are refused with `413`; no CORS header unless `--cors ORIGIN`; prompt
+//! and code text is never logged (only sizes and timings, at debug level).
 
 mod api;
 mod error;

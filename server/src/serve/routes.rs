@@ -84,6 +84,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// The router with every endpoint and the middleware; `body_limit` bytes per request body.
 pub(crate) fn router(state: Shared, body_limit: usize, cors: Option<HeaderValue>) -> Router {
     let mut app = Router::new()
+        .route("/", get(playground))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/props", get(props))
@@ -153,7 +154,8 @@ async fn count_request(State(state): State<Shared>, request: Request, next: Next
 /// With `--api-key`, every endpoint but `/health` needs `Authorization: Bearer KEY`.
 async fn require_api_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
     if let Some(key) = &state.api_key {
-        if request.uri().path() != "/health" {
+        // The health check and the playground page (static, no data; it asks for the key) are open.
+        if !matches!(request.uri().path(), "/health" | "/") {
             let given = request
                 .headers()
                 .get(header::AUTHORIZATION)
@@ -189,6 +191,11 @@ async fn method_not_allowed(request: Request) -> ApiError {
         request.uri().path(),
         request.method()
     ))
+}
+
+/// `GET /`: the playground, one static page (see `playground.html`).
+async fn playground() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("playground.html"))
 }
 
 /// `GET /health`: `200 {"status":"ok"}` once the model is loaded, `503 {"status":"loading"}`
