@@ -623,6 +623,11 @@ fn a_full_queue_answers_503_and_a_disconnect_frees_the_slot() {
     assert!(answer.contains("\"stop\":true"), "{answer}");
     assert_eq!(server.metric("lmrs_generations_cancelled_total"), 1.0);
     server.wait_metric("lmrs_slots_busy", 0.0);
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("lmrs_requests_total{endpoint=\"/completion\",status=\"499\"} 1"),
+        "the abandoned request counts as 499:\n{metrics}"
+    );
 
     // A queued request whose client goes away leaves the queue.
     let running = open_request(&server.address(), "/completion", &endless);

@@ -137,18 +137,47 @@ fn endpoint_label(path: &str) -> &'static str {
     ROUTES.into_iter().find(|&r| r == path).unwrap_or("other")
 }
 
-/// Counts each request by endpoint and status, with its time to the response head.
+/// Counts each request by endpoint and status, with its time to the response head; a request
+/// whose client went away before its answer counts as status 499 (nginx's "client closed").
 async fn count_request(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    let endpoint = endpoint_label(request.uri().path());
-    let method = request.method().clone();
-    let started = Instant::now();
+    let mut pending = PendingRequest {
+        state,
+        endpoint: endpoint_label(request.uri().path()),
+        started: Instant::now(),
+        answered: false,
+    };
     let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    state
+    pending.answered = true;
+    let elapsed = pending.started.elapsed();
+    pending
+        .state
         .metrics
-        .record_request(endpoint, response.status().as_u16(), elapsed);
-    tracing::debug!(%method, endpoint, status = response.status().as_u16(), ms = elapsed.as_secs_f64() * 1e3, "request");
+        .record_request(pending.endpoint, response.status().as_u16(), elapsed);
+    tracing::debug!(
+        endpoint = pending.endpoint,
+        status = response.status().as_u16(),
+        ms = elapsed.as_secs_f64() * 1e3,
+        "request"
+    );
     response
+}
+
+/// A request being answered; dropped unanswered (the client went away), it is counted as 499.
+struct PendingRequest {
+    state: Shared,
+    endpoint: &'static str,
+    started: Instant,
+    answered: bool,
+}
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.state
+                .metrics
+                .record_request(self.endpoint, 499, self.started.elapsed());
+        }
+    }
 }
 
 /// With `--api-key`, every endpoint but `/health` needs `Authorization: Bearer KEY`.

@@ -305,6 +305,8 @@ impl SlotPool {
             events,
         } = assignment;
         if cancel.is_cancelled() {
+            // The client went away between the assignment and the start.
+            self.metrics.record_cancelled();
             return;
         }
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
