@@ -285,20 +285,25 @@ impl SlotPool {
         while let Ok(first) = receiver.recv() {
             let mut next = Some(first);
             while let Some(assignment) = next.take() {
-                self.run_assignment(slot, &mut session, &params, assignment);
+                let answer = self.run_assignment(slot, &mut session, &params, assignment);
+                // The slot is free (or has its next job) and its cache recorded before the client
+                // hears the answer: a client's next request then finds its prompt's slot.
                 next = self.next_job(slot, session.tokens());
+                if let Some((events, event)) = answer {
+                    let _ = events.send(event);
+                }
             }
         }
     }
 
-    /// Runs one job, sends its outcome, and counts it.
+    /// Runs one job and counts it; returns its last event to send (none when cancelled).
     fn run_assignment(
         &self,
         slot: usize,
         session: &mut Session,
         params: &SessionParams,
         assignment: Assignment,
-    ) {
+    ) -> Option<(UnboundedSender<SlotEvent>, SlotEvent)> {
         let Assignment {
             job,
             cancel,
@@ -307,7 +312,7 @@ impl SlotPool {
         if cancel.is_cancelled() {
             // The client went away between the assignment and the start.
             self.metrics.record_cancelled();
-            return;
+            return None;
         }
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
             run_job(slot, session, &job, &cancel, &events)
@@ -336,15 +341,14 @@ impl SlotPool {
                     outcome.prompt_cached,
                     outcome.predicted,
                 );
-                let _ = events.send(SlotEvent::Done(Ok(outcome)));
+                Some((events, SlotEvent::Done(Ok(outcome))))
             }
             Err(JobFailure::Cancelled) => {
                 debug!(slot, "generation cancelled: the client went away");
                 self.metrics.record_cancelled();
+                None
             }
-            Err(JobFailure::Api(e)) => {
-                let _ = events.send(SlotEvent::Done(Err(e)));
-            }
+            Err(JobFailure::Api(e)) => Some((events, SlotEvent::Done(Err(e)))),
         }
     }
 }
