@@ -6,7 +6,7 @@
 # Installs what it needs (Debian packages, npm packages) if missing, so it runs on a fresh machine.
 # An editor that cannot be installed is skipped with the reason; an editor that runs and misbehaves
 # fails. Prints `N passed, M failed, K skipped` last and exits non-zero on any failure.
-# Select tests with LMRS_EDITOR_TESTS="nvim emacs helix vscode vscode-e2e" (default: all; vscode-e2e
+# Select tests with LMRS_EDITOR_TESTS="nvim emacs helix vscode vscode-e2e playground" (default: all; vscode-e2e
 # also runs the platform .vsix with its bundled server).
 
 set -uo pipefail
@@ -17,7 +17,7 @@ export LMRS_BIN=${LMRS_BIN:-$ROOT/target/release/lmrs}
 export LMRS_MODEL=${LMRS_MODEL:-$ROOT/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}
 LMRS_BIN=$(realpath "$LMRS_BIN" 2>/dev/null || echo "$LMRS_BIN")
 LMRS_MODEL=$(realpath "$LMRS_MODEL" 2>/dev/null || echo "$LMRS_MODEL")
-TESTS=${LMRS_EDITOR_TESTS:-"nvim emacs helix vscode vscode-e2e"}
+TESTS=${LMRS_EDITOR_TESTS:-"nvim emacs helix vscode vscode-e2e playground"}
 OUT=$(mktemp -d /tmp/lmrs-editors.XXXXXX)
 export DEBIAN_FRONTEND=noninteractive
 
@@ -156,6 +156,17 @@ if want vscode-e2e; then
     else
       run vscode-e2e-bundled 300 node "$EDITORS/vscode/e2e/run.mjs" --bundled --vsix "$PLATFORM_VSIX" --out "$OUT/vscode-e2e-bundled"
     fi
+  fi
+fi
+
+# --- The playground of `lmrs serve` (GET /) in headless chromium, driven by Playwright -------------
+if want playground; then
+  if ! apt_install chromium || ! command -v chromium >/dev/null; then
+    skip playground "chromium could not be installed (see $OUT/apt.log)"
+  elif ! npm_install "$EDITORS/playground"; then
+    skip playground "playwright-core could not be installed (see $OUT/npm.log)"
+  else
+    run playground 240 node "$EDITORS/playground/run.mjs"
   fi
 fi
 

@@ -35,6 +35,9 @@ pub struct InferenceParameters {
     pub required_prefix: Vec<u8>,
     /// Never sample control or user-defined (special) tokens other than end-of-generation ones.
     pub suppress_special: bool,
+    /// Never sample end-of-generation tokens (llama.cpp's `ignore_eos`): generation then runs until
+    /// the token budget, a stop string, the callback or a full context ends it.
+    pub ignore_end_of_generation: bool,
     /// Report each token's runner-up (see [`RunnerUp`]).
     pub runner_up: bool,
     /// Stop evaluating the prompt once this instant has passed (checked between micro-batches,
@@ -56,6 +59,7 @@ impl Default for InferenceParameters {
             logprobs: 0,
             required_prefix: Vec::new(),
             suppress_special: false,
+            ignore_end_of_generation: false,
             runner_up: false,
             prompt_deadline: None,
         }
@@ -123,6 +127,12 @@ impl InferenceParameters {
     /// stray `<|fim_middle|>` or `<|im_start|>` is never a useful continuation).
     pub fn with_suppress_special(mut self, suppress: bool) -> Self {
         self.suppress_special = suppress;
+        self
+    }
+    /// Never samples end-of-generation tokens (see
+    /// [`InferenceParameters::ignore_end_of_generation`]).
+    pub fn with_ignore_end_of_generation(mut self, ignore: bool) -> Self {
+        self.ignore_end_of_generation = ignore;
         self
     }
     /// Reports each generated token's runner-up in [`crate::GeneratedToken::runner_up`].
@@ -196,6 +206,16 @@ impl Sampler {
         if p.suppress_special {
             self.candidates
                 .retain(|&(id, _)| !tokenizer.is_special(id) || tokenizer.is_end_of_generation(id));
+            if self.candidates.is_empty() {
+                self.candidates
+                    .extend(logits.iter().enumerate().map(|(i, &l)| (i as TokenId, l)));
+            }
+        }
+
+        // End-of-generation tokens are never candidates when asked (unless nothing else is left).
+        if p.ignore_end_of_generation {
+            self.candidates
+                .retain(|&(id, _)| !tokenizer.is_end_of_generation(id));
             if self.candidates.is_empty() {
                 self.candidates
                     .extend(logits.iter().enumerate().map(|(i, &l)| (i as TokenId, l)));

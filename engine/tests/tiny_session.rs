@@ -997,3 +997,39 @@ fn a_prompt_deadline_stops_between_micro_batches_and_keeps_what_was_evaluated() 
         assert_eq!(with_deadline, without, "{arch}");
     }
 }
+
+#[test]
+fn ignore_end_of_generation_runs_to_the_token_budget() {
+    let tiny = load_tiny(TinyArch::Qwen2);
+    let model = &tiny.model;
+    let tokenizer = model.tokenizer();
+    let prompt = code_tokens(model);
+    // A near-uniform draw over the vocabulary meets an end-of-generation token soon enough.
+    let flat = |seed| InferenceParameters {
+        temperature: 1000.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: Some(seed),
+        ..InferenceParameters::default()
+    };
+    let budget = 400;
+    let seed = (0..20)
+        .find(|&seed| {
+            let (_, stats) = generate(&mut session(model, 512, 64), &prompt, budget, &flat(seed));
+            stats.stop == StopReason::EndOfGeneration
+        })
+        .expect("some seed meets an end-of-generation token");
+    let (generation, stats) = generate(
+        &mut session(model, 512, 64),
+        &prompt,
+        budget,
+        &flat(seed).with_ignore_end_of_generation(true),
+    );
+    assert_eq!(stats.stop, StopReason::MaxTokens);
+    assert_eq!(generation.ids.len(), budget);
+    assert!(!generation
+        .ids
+        .iter()
+        .any(|&id| tokenizer.is_end_of_generation(id)));
+}

@@ -4,7 +4,8 @@
 //! Layers, each using only those before it: [`config`]; [`pull`] (getting models by name: catalogue,
 //! download, models folder); `completion` (what to suggest: the pure
 //! prompt, retrieval and stop rules, then the model, the pipeline and its worker thread); [`lsp`]
-//! (documents, positions, cache, handlers); [`cli`] (the command line). [`report`] shows errors.
+//! (documents, positions, cache, handlers); `serve` (the HTTP server: slots, llama.cpp- and
+//! OpenAI-compatible endpoints); [`cli`] (the command line). [`report`] shows errors.
 
 pub mod cli;
 pub(crate) mod completion;
@@ -12,6 +13,7 @@ pub(crate) mod config;
 pub mod lsp;
 pub mod pull;
 pub mod report;
+pub(crate) mod serve;
 
 /// `println!` that returns the write error instead of panicking, so `lmrs info MODEL | head`
 /// ends quietly when the reader goes away (`main` treats a broken pipe as a normal end).

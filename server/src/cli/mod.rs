@@ -1,5 +1,5 @@
 //! The `lmrs` command line: its subcommands and what each runs. `lsp` serves the language server,
-//! `complete` runs its completion path once, the engine subcommands drive the engine directly,
+//! `complete` runs its completion path once, `serve` answers HTTP requests, the engine subcommands drive the engine directly,
 //! `pull`, `models` and `rm` manage the models folder.
 
 mod complete;
@@ -8,6 +8,7 @@ mod index;
 mod lsp_flags;
 mod models;
 mod pull;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +18,7 @@ use self::index::IndexArgs;
 use self::lsp_flags::ConfigArgs;
 use self::models::RmArgs;
 use self::pull::PullArgs;
+use self::serve::ServeArgs;
 
 /// The `lmrs` command line.
 #[derive(Debug, Parser)]
@@ -38,6 +40,9 @@ enum Command {
     /// Complete once at FILE:LINE:COL with the server's completion path and print the suggestion
     /// and its timings
     Complete(CompleteArgs),
+    /// Serve the model over HTTP: llama.cpp's /infill and /completion, OpenAI's /v1/completions,
+    /// /health, /metrics, /props, /tokenize, /detokenize (loopback only unless --api-key)
+    Serve(ServeArgs),
     #[command(flatten)]
     Engine(EngineCommand),
     /// Download a model by name (`lmrs pull qwen2.5-coder:0.5b`, `--list` shows the catalogue) or
@@ -58,6 +63,7 @@ impl Cli {
         match self.command {
             Command::Lsp(_) => Some("info"),
             Command::Complete(_) => Some("warn"),
+            Command::Serve(_) => Some("info"),
             Command::Pull(_) => Some("warn"),
             Command::Engine(_) | Command::Models | Command::Rm(_) | Command::Index(_) => None,
         }
@@ -72,6 +78,13 @@ impl Cli {
                     .enable_all()
                     .build()?;
                 runtime.block_on(crate::lsp::server::serve(args.to_config()))
+            }
+            Command::Serve(args) => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(crate::serve::serve(args.to_options()))
             }
             Command::Complete(args) => complete::run(&args),
             Command::Engine(command) => engine_commands::run(command),
