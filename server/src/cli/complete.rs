@@ -55,7 +55,7 @@ fn parse_location(s: &str) -> anyhow::Result<(PathBuf, usize, usize)> {
 /// What runs the completion.
 enum Engine {
     Local(Box<CompletionModel>),
-    Remote(RemoteModel),
+    Remote(Box<RemoteModel>),
 }
 
 pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
@@ -72,7 +72,7 @@ pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
         Some(remote) => {
             let remote = RemoteModel::new(remote)?;
             eprintln!("lmrs: using the {}", remote.describe());
-            Engine::Remote(remote)
+            Engine::Remote(Box::new(remote))
         }
         None => {
             let params = LoadParams {

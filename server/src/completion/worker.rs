@@ -217,9 +217,9 @@ fn next_message(
 /// What runs the completions.
 enum Engine {
     /// The model in this process.
-    Local(CompletionModel),
+    Local(Box<CompletionModel>),
     /// A remote engine's client.
-    Remote(RemoteModel),
+    Remote(Box<RemoteModel>),
 }
 
 fn worker_loop(
@@ -235,7 +235,7 @@ fn worker_loop(
                 let answer = RemoteModel::new(params).map(|remote| {
                     let description = remote.describe();
                     info!(engine = %description, "remote engine configured");
-                    engine = Some(Engine::Remote(remote));
+                    engine = Some(Engine::Remote(Box::new(remote)));
                     description
                 });
                 let _ = reply.send(answer);
@@ -248,7 +248,7 @@ fn worker_loop(
                 let answer = result.map(|m| {
                     let d = m.describe();
                     info!(model = %d, ms = t0.elapsed().as_millis() as u64, "model loaded");
-                    engine = Some(Engine::Local(m));
+                    engine = Some(Engine::Local(Box::new(m)));
                     d
                 });
                 let _ = reply.send(answer);
