@@ -168,12 +168,11 @@ pub(crate) struct Completion {
 }
 
 /// The prompt of a completion of `input` for a model with the FIM features `fim`, whose tokens
-/// `count` counts; `heal` says whether the engine heals the prompt's last pre-token.
+/// `count` counts.
 fn build_for(
     input: &CompletionInput,
     cfg: &Config,
     fim: FimSupport,
-    heal: bool,
     count: &dyn Fn(&str) -> usize,
 ) -> BuiltPrompt {
     let (prefix_tokens, suffix_tokens) = cfg.budgets();
@@ -195,7 +194,6 @@ fn build_for(
         block_lines: cfg.block_lines,
         snippet_tokens: cfg.snippet_tokens,
         context_tokens: cfg.context_tokens,
-        heal,
     };
     build_prompt(&prompt_input, fim, &params, count)
 }
@@ -206,7 +204,7 @@ fn prompt_for(
     input: &CompletionInput,
     cfg: &Config,
 ) -> (BuiltPrompt, Vec<TokenId>) {
-    let prompt = build_for(input, cfg, model.fim_support(), true, &|t| model.count(t));
+    let prompt = build_for(input, cfg, model.fim_support(), &|t| model.count(t));
     debug!(prompt = %prompt.render(), "prompt");
     let tokens = model.segments_to_tokens(&prompt.segments);
     (prompt, tokens)
@@ -328,9 +326,11 @@ pub(crate) fn run_completion(
     Ok(out)
 }
 
-/// [`run_completion`] on a remote engine: the same prompt (without token healing) as text, the
-/// same stop rules over the streamed pieces; no second try from a runner-up. Empty at once while
-/// the remote is down and no probe is due (see [`super::remote`]).
+/// [`run_completion`] on a remote engine: the same prompt as text, the same stop rules over the
+/// streamed pieces. The remote cannot be made to start with the healed tail, so the stop rules'
+/// check of it decides (an answer that does not start with it is empty). No second try from a
+/// runner-up. Empty at once while the remote is down and no probe is due (see
+/// [`super::remote`]).
 pub(crate) fn run_remote_completion(
     remote: &mut RemoteModel,
     input: &CompletionInput,
@@ -362,9 +362,7 @@ pub(crate) fn run_remote_completion(
         out.failed = true;
         return Ok(out);
     }
-    let prompt = build_for(input, cfg, remote.fim_support(), false, &|t| {
-        remote.count(t)
-    });
+    let prompt = build_for(input, cfg, remote.fim_support(), &|t| remote.count(t));
     let text = remote.render(&prompt.segments);
     debug!(prompt = %text, "remote prompt");
     out.prompt_tokens = prompt

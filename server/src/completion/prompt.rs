@@ -92,9 +92,6 @@ pub(crate) struct PromptParams {
     pub(crate) snippet_tokens: usize,
     /// Most tokens of definitions from other files (taken from the prefix's budget).
     pub(crate) context_tokens: usize,
-    /// Heal the prompt's last pre-token (see the module docs); off for an engine that cannot
-    /// constrain the first generated token (a remote one), which gets the whole cursor line.
-    pub(crate) heal: bool,
 }
 
 /// The text around the cursor, as the caller extracted it from the document.
@@ -270,11 +267,7 @@ pub(crate) fn build_prompt(
     } else {
         (&lines[..lines.len() - 1], lines[lines.len() - 1])
     };
-    let heal_at = if params.heal {
-        heal_start(cursor_line)
-    } else {
-        cursor_line.len()
-    };
+    let heal_at = heal_start(cursor_line);
     let (cursor_kept, heal) = cursor_line.split_at(heal_at);
     // A cursor line longer than the whole prefix budget keeps only its end.
     let cursor_kept = end_within(cursor_kept, params.prefix_tokens, count);
@@ -432,7 +425,6 @@ mod tests {
             block_lines,
             snippet_tokens: 0,
             context_tokens: 0,
-            heal: true,
         }
     }
 
@@ -656,26 +648,6 @@ mod tests {
                 <|fim_prefix|>let x = vec<|fim_middle|>
                 [heal ".it"]"#]],
         );
-    }
-
-    #[test]
-    fn without_healing_the_whole_cursor_line_stays_in_the_prompt() {
-        let p = PromptParams {
-            heal: false,
-            ..params(FimOrder::default(), 100, 50, 1)
-        };
-        expect![[r#"
-            <|fim_prefix|><|fim_suffix|>;
-            <|fim_middle|>let x = vec.it"#]]
-        .assert_eq(&build("let x = vec.it$0;\n", QWEN, p, false).render());
-        let psm = PromptParams {
-            order: FimOrder::Psm,
-            ..p
-        };
-        expect![[r#"
-            <|fim_prefix|>    <|fim_suffix|>
-            x<|fim_middle|>"#]]
-        .assert_eq(&build("    $0\nx", QWEN, psm, false).render());
     }
 
     #[test]

@@ -13,8 +13,11 @@
 //!   request for the lines it has not counted yet (one `POST /tokenize` of those lines together;
 //!   each token is counted on the line where it starts); for OpenAI, and for text that is not whole
 //!   lines, an estimate of one token per [`ESTIMATE_BYTES_PER_TOKEN`] bytes, rounded up.
-//! - No token healing: the healed tail stays in the prompt (the remote cannot constrain the first
-//!   token), and no second try from a runner-up (the remote does not say what it was).
+//! - Token healing without the constraint: the healed tail is left out of the prompt as for the
+//!   local model, but the remote cannot be made to start with it, so the stop rules' check decides
+//!   (an answer that does not start with it is empty). Leaving it in the prompt instead is worse:
+//!   Qwen2.5-Coder 0.5B on llama-server answered nothing at all after a prompt ending in a line's
+//!   whole indentation. No second try from a runner-up (the remote does not say what it was).
 //!
 //! The HTTP exchange runs on a thread of its own (blocking `ureq`) that hands the stream's pieces to
 //! the worker over a channel; the worker checks the request's cancel flag between pieces and at
