@@ -759,24 +759,53 @@ impl RemoteModel {
         cancel: &CancelFlag,
     ) -> Result<Value, RemoteError> {
         let url = format!("{}{path}", self.base);
-        let halted = || cancel.is_cancelled();
-        let response = send_with_retries(
-            &self.agent,
-            &url,
-            self.params.api_key.as_deref(),
-            body.to_string().as_bytes(),
-            &halted,
-        )?;
-        let mut text = String::new();
-        response
-            .into_body()
-            .into_reader()
-            .take(64 << 20)
-            .read_to_string(&mut text)
-            .map_err(|e| RemoteError::Unreachable {
-                url: url.clone(),
+        let agent = self.agent.clone();
+        let api_key = self.params.api_key.clone();
+        let body = body.to_string().into_bytes();
+        let (tx, rx) = mpsc::channel();
+        let thread_cancel = cancel.clone();
+        let thread_url = url.clone();
+        // On a thread of its own, like a completion's stream: a cancelled request returns at
+        // once instead of waiting for a remote that hangs.
+        let spawned = std::thread::Builder::new()
+            .name("lmrs-remote".into())
+            .spawn(move || {
+                let halted = || thread_cancel.is_cancelled();
+                let answer =
+                    send_with_retries(&agent, &thread_url, api_key.as_deref(), &body, &halted)
+                        .and_then(|response| {
+                            let mut text = String::new();
+                            response
+                                .into_body()
+                                .into_reader()
+                                .take(64 << 20)
+                                .read_to_string(&mut text)
+                                .map_err(|e| RemoteError::Unreachable {
+                                    url: thread_url.clone(),
+                                    source: Box::new(ureq::Error::Io(e)),
+                                })?;
+                            Ok(text)
+                        });
+                let _ = tx.send(answer);
+            });
+        if let Err(e) = spawned {
+            return Err(RemoteError::Unreachable {
+                url,
                 source: Box::new(ureq::Error::Io(e)),
-            })?;
+            });
+        }
+        let text = loop {
+            if cancel.is_cancelled() {
+                return Err(RemoteError::Cancelled);
+            }
+            match rx.recv_timeout(POLL) {
+                Ok(answer) => break answer?,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(self.protocol(path, "no answer".into()))
+                }
+            }
+        };
         serde_json::from_str(&text).map_err(|e| RemoteError::Protocol {
             url,
             reason: format!("not JSON: {e}"),
@@ -1175,6 +1204,64 @@ mod tests {
         }
         assert_eq!(estimate_tokens(""), 0);
         assert_eq!(estimate_tokens("abcd"), 2);
+    }
+
+    #[test]
+    fn a_cancel_returns_at_once_from_a_remote_that_never_answers() {
+        // Accepts connections (the kernel's backlog) and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let params = RemoteParams {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            kind: BackendKind::LlamaCpp,
+            api_key: None,
+            model: None,
+            fim: [Some("<p>".into()), Some("<s>".into()), Some("<m>".into())],
+            timeout: Duration::from_secs(600),
+        };
+        let mut remote = RemoteModel::new(params.clone()).unwrap();
+        let cancel = CancelFlag::new();
+        let canceller = {
+            let cancel = cancel.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                cancel.cancel();
+            })
+        };
+        let request = RemoteRequest {
+            prompt: "x",
+            max_tokens: 4,
+            temperature: 0.0,
+            seed: 0,
+            time_budget: Duration::from_secs(600),
+        };
+        let generated = remote.generate(&request, &cancel, |_| InferenceFeedback::Continue);
+        assert!(
+            matches!(generated, Err(RemoteError::Cancelled)),
+            "{generated:?}"
+        );
+        canceller.join().unwrap();
+        // The tokenizer's requests too (FIM discovery).
+        let mut remote = RemoteModel::new(RemoteParams {
+            fim: [None, None, None],
+            ..params
+        })
+        .unwrap();
+        let cancel = CancelFlag::new();
+        let canceller = {
+            let cancel = cancel.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                cancel.cancel();
+            })
+        };
+        let prepared = remote.prepare(&cancel);
+        assert!(
+            matches!(prepared, Err(RemoteError::Cancelled)),
+            "{prepared:?}"
+        );
+        canceller.join().unwrap();
+        assert!(!remote.is_down(), "a cancel says nothing about the remote");
+        drop(listener);
     }
 
     #[test]
