@@ -6,9 +6,10 @@
 //! (the server parses them as special tokens); the answer streams back as server-sent events
 //! through the same stop rules. What differs from the local model:
 //! - FIM token texts: configured (`fimPrefix`/`fimSuffix`/`fimMiddle`), else for llama.cpp / lmrs
-//!   the first spelling of [`FIM_FAMILIES`] that the remote's `POST /tokenize` turns into one token
-//!   each (the remote's own vocabulary decides), else for OpenAI the family whose name the model's
-//!   name contains. Without FIM texts the prompt is the prefix alone.
+//!   those `GET /props` names (`lmrs serve`'s `fim_tokens`; llama-server's names none), else the
+//!   first spelling of [`FIM_FAMILIES`] that the remote's `POST /tokenize` turns into one token
+//!   each (the remote's own vocabulary decides); for OpenAI the family whose name the model's name
+//!   contains. Without FIM texts the prompt is the prefix alone.
 //! - Token counts (prompt budgets): for llama.cpp / lmrs the remote's tokenizer, asked once per
 //!   request for the lines it has not counted yet (one `POST /tokenize` of those lines together;
 //!   each token is counted on the line where it starts); for OpenAI, and for text that is not whole
@@ -443,9 +444,27 @@ impl RemoteModel {
         Ok(())
     }
 
+    /// The remote's FIM texts: those `GET /props` names (`lmrs serve`'s `fim_tokens`; llama-server
+    /// names none), else the first family of [`FIM_FAMILIES`] whose three FIM texts the remote's
+    /// tokenizer turns into one token each, with its repository tokens if those are single
+    /// tokens too.
+    fn discover_fim(&self, cancel: &CancelFlag) -> Result<FimTexts, RemoteError> {
+        match self.get_json("/props", cancel) {
+            Ok(props) => {
+                if let Some(fim) = fim_from_props(&props) {
+                    debug!("FIM tokens from the remote's /props");
+                    return Ok(fim);
+                }
+            }
+            Err(e) if e.means_down() || matches!(e, RemoteError::Cancelled) => return Err(e),
+            Err(e) => debug!(error = %e, "no /props"),
+        }
+        self.probe_fim(cancel)
+    }
+
     /// The first family of [`FIM_FAMILIES`] whose three FIM texts the remote's tokenizer turns
     /// into one token each, with its repository tokens if those are single tokens too.
-    fn discover_fim(&self, cancel: &CancelFlag) -> Result<FimTexts, RemoteError> {
+    fn probe_fim(&self, cancel: &CancelFlag) -> Result<FimTexts, RemoteError> {
         let single = |text: &str| -> Result<bool, RemoteError> {
             let answer = self.post_json(
                 "/tokenize",
@@ -734,7 +753,8 @@ impl RemoteModel {
             .spawn(move || {
                 let halted = || cancel.is_cancelled() || stop.is_cancelled();
                 let response =
-                    match send_with_retries(&agent, &url, api_key.as_deref(), &body, &halted) {
+                    match send_with_retries(&agent, &url, api_key.as_deref(), Some(&body), &halted)
+                    {
                         Ok(response) => response,
                         Err(e) => {
                             let _ = tx.send(StreamItem::Failed(e));
@@ -758,10 +778,25 @@ impl RemoteModel {
         body: &Value,
         cancel: &CancelFlag,
     ) -> Result<Value, RemoteError> {
+        self.exchange_json(path, Some(body), cancel)
+    }
+
+    /// GETs `path` and reads the whole JSON answer.
+    fn get_json(&self, path: &str, cancel: &CancelFlag) -> Result<Value, RemoteError> {
+        self.exchange_json(path, None, cancel)
+    }
+
+    /// POSTs `body` to `path` (GETs it without one), with retries, and reads the JSON answer.
+    fn exchange_json(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+        cancel: &CancelFlag,
+    ) -> Result<Value, RemoteError> {
         let url = format!("{}{path}", self.base);
         let agent = self.agent.clone();
         let api_key = self.params.api_key.clone();
-        let body = body.to_string().into_bytes();
+        let body = body.map(|body| body.to_string().into_bytes());
         let (tx, rx) = mpsc::channel();
         let thread_cancel = cancel.clone();
         let thread_url = url.clone();
@@ -771,21 +806,26 @@ impl RemoteModel {
             .name("lmrs-remote".into())
             .spawn(move || {
                 let halted = || thread_cancel.is_cancelled();
-                let answer =
-                    send_with_retries(&agent, &thread_url, api_key.as_deref(), &body, &halted)
-                        .and_then(|response| {
-                            let mut text = String::new();
-                            response
-                                .into_body()
-                                .into_reader()
-                                .take(64 << 20)
-                                .read_to_string(&mut text)
-                                .map_err(|e| RemoteError::Unreachable {
-                                    url: thread_url.clone(),
-                                    source: Box::new(ureq::Error::Io(e)),
-                                })?;
-                            Ok(text)
-                        });
+                let answer = send_with_retries(
+                    &agent,
+                    &thread_url,
+                    api_key.as_deref(),
+                    body.as_deref(),
+                    &halted,
+                )
+                .and_then(|response| {
+                    let mut text = String::new();
+                    response
+                        .into_body()
+                        .into_reader()
+                        .take(64 << 20)
+                        .read_to_string(&mut text)
+                        .map_err(|e| RemoteError::Unreachable {
+                            url: thread_url.clone(),
+                            source: Box::new(ureq::Error::Io(e)),
+                        })?;
+                    Ok(text)
+                });
                 let _ = tx.send(answer);
             });
         if let Err(e) = spawned {
@@ -827,6 +867,25 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
     }
+}
+
+/// The FIM texts of a `/props` answer with `lmrs serve`'s `fim_tokens`
+/// (`{"prefix": {"id", "text"}, ...}`), when it names all three.
+fn fim_from_props(props: &Value) -> Option<FimTexts> {
+    let tokens = props.get("fim_tokens")?;
+    let text = |name: &str| {
+        tokens
+            .pointer(&format!("/{name}/text"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    };
+    let fim = [text("prefix")?, text("suffix")?, text("middle")?];
+    let repo = text("repo_name").zip(text("file_separator"));
+    Some(FimTexts {
+        fim: Some(fim),
+        repo: repo.map(|(name, separator)| [name, separator]),
+    })
 }
 
 /// The configured FIM texts, when all three are set.
@@ -892,13 +951,14 @@ fn counts_per_line(answer: &Value, lines: &[&str]) -> Option<Vec<usize>> {
     Some(counts)
 }
 
-/// POSTs `body` as JSON to `url`; connection errors and 5xx answers are tried again
+/// POSTs `body` as JSON to `url` (GETs it without a body); connection errors and 5xx answers are
+/// tried again
 /// [`RETRIES`] times with exponential back-off, unless `halted` says to give up.
 fn send_with_retries(
     agent: &ureq::Agent,
     url: &str,
     api_key: Option<&str>,
-    body: &[u8],
+    body: Option<&[u8]>,
     halted: &dyn Fn() -> bool,
 ) -> Result<ureq::http::Response<ureq::Body>, RemoteError> {
     let mut backoff = FIRST_BACKOFF;
@@ -907,14 +967,27 @@ fn send_with_retries(
         if halted() {
             return Err(RemoteError::Cancelled);
         }
-        let mut request = agent
-            .post(url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "text/event-stream, application/json");
-        if let Some(key) = api_key {
-            request = request.header("Authorization", format!("Bearer {key}"));
-        }
-        let error = match request.send(body) {
+        let bearer = api_key.map(|key| format!("Bearer {key}"));
+        let sent = match body {
+            Some(body) => {
+                let mut request = agent
+                    .post(url)
+                    .header("Content-Type", "application/json")
+                    .header("Accept", "text/event-stream, application/json");
+                if let Some(bearer) = &bearer {
+                    request = request.header("Authorization", bearer);
+                }
+                request.send(body)
+            }
+            None => {
+                let mut request = agent.get(url).header("Accept", "application/json");
+                if let Some(bearer) = &bearer {
+                    request = request.header("Authorization", bearer);
+                }
+                request.call()
+            }
+        };
+        let error = match sent {
             Ok(response) if response.status().is_success() => return Ok(response),
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -1141,6 +1214,28 @@ mod tests {
             json!({"tokens": [{"piece": [0xe2, 0x82]}, {"piece": [0xac]}, {"piece": "\n"}]});
         assert_eq!(counts_per_line(&answer, &["\u{20ac}\n"]), Some(vec![3]));
         assert_eq!(counts_per_line(&json!({"tokens": [1, 2]}), &["x"]), None);
+    }
+
+    #[test]
+    fn lmrs_serves_props_name_the_fim_tokens() {
+        let props = json!({"fim_tokens": {
+            "prefix": {"id": 1, "text": "<|fim_prefix|>"},
+            "suffix": {"id": 2, "text": "<|fim_suffix|>"},
+            "middle": {"id": 3, "text": "<|fim_middle|>"},
+            "pad": null,
+            "repo_name": {"id": 4, "text": "<|repo_name|>"},
+            "file_separator": {"id": 5, "text": "<|file_sep|>"},
+        }});
+        let fim = fim_from_props(&props).unwrap();
+        assert_eq!(fim.fim.unwrap()[1], "<|fim_suffix|>");
+        assert_eq!(fim.repo.unwrap()[1], "<|file_sep|>");
+        let no_middle = json!({"fim_tokens": {"prefix": {"text": "<p>"}, "suffix": {"text": "<s>"}, "middle": null}});
+        assert_eq!(fim_from_props(&no_middle), None);
+        // llama-server's /props has no FIM tokens.
+        assert_eq!(
+            fim_from_props(&json!({"n_ctx": 512, "bos_token": "<s>"})),
+            None
+        );
     }
 
     #[test]
