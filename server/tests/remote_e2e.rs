@@ -84,6 +84,11 @@ struct LlamaServer {
 impl LlamaServer {
     /// Starts `binary` on the tiny model at `port` and waits until it is ready.
     fn start(binary: &std::path::Path, port: u16) -> Self {
+        Self::start_with(binary, port, &[])
+    }
+
+    /// [`Self::start`] with more arguments.
+    fn start_with(binary: &std::path::Path, port: u16, more: &[&str]) -> Self {
         let log = std::env::temp_dir().join(format!(
             "lmrs-remote-llama-{}-{port}.log",
             std::process::id()
@@ -93,6 +98,7 @@ impl LlamaServer {
             .args(["-m", tiny_model(), "--host", "127.0.0.1", "--port"])
             .arg(port.to_string())
             .args(["-t", "1", "-c", "4096", "-np", "1"])
+            .args(more)
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .stdin(Stdio::null())
@@ -186,6 +192,54 @@ fn suggestions_through_llama_server_equal_the_local_engines_for_each_remote_kind
     );
     assert_eq!(suggest(&mut remote, "a", SOURCE), expected);
     remote.shutdown();
+}
+
+#[test]
+fn the_api_key_reaches_llama_server_and_a_refused_one_is_said() {
+    let Some(binary) = llama_server_binary() else {
+        return;
+    };
+    let port = free_port();
+    let _server = LlamaServer::start_with(&binary, port, &["--api-key", "sesame"]);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut c = start_lsp(
+        &[
+            "--backend",
+            &url,
+            "--backend-kind",
+            "llama.cpp",
+            "--backend-api-key",
+            "sesame",
+        ],
+        json!({}),
+    );
+    assert!(!suggest(&mut c, "a", SOURCE).is_empty());
+    c.shutdown();
+
+    let mut c = start_lsp(
+        &[
+            "--backend",
+            &url,
+            "--backend-kind",
+            "llama.cpp",
+            "--backend-api-key",
+            "wrong",
+        ],
+        json!({}),
+    );
+    assert!(suggest(&mut c, "a", SOURCE).is_empty());
+    let refused = c.message(
+        |m| {
+            m["method"] == "window/showMessage"
+                && m["params"]["message"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("401"))
+        },
+        Duration::from_secs(30),
+    );
+    let text = refused["params"]["message"].as_str().unwrap();
+    assert!(!text.contains("wrong"), "the key is not shown: {text}");
+    c.shutdown();
 }
 
 /// The `window/showMessage` texts among `messages`.

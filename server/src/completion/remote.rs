@@ -26,8 +26,9 @@
 //! drops the response, which closes the connection, as soon as its next line arrives (llama.cpp
 //! stops a generation whose client is gone).
 //!
-//! Robustness: connection errors and 5xx answers are retried [`RETRIES`] times with exponential
-//! back-off (4xx are not: the request is wrong). When they persist the remote is *down*: one
+//! Robustness: connection errors, timeouts and 5xx answers are retried [`RETRIES`] times with
+//! exponential back-off (4xx are not: the request is wrong). When they persist, or the remote
+//! refuses the API key (401, 403), the remote is *down*: one
 //! [`RemoteEvent::Down`] (the server shows it once), empty answers, and one probe at a time at
 //! growing intervals (at most [`MAX_PROBE_INTERVAL`]); the first success is [`RemoteEvent::Up`].
 
@@ -190,13 +191,27 @@ pub(crate) enum RemoteError {
 }
 
 impl RemoteError {
-    /// Whether the error says the remote is not serving (as opposed to a bad request or answer).
-    fn means_down(&self) -> bool {
+    /// Whether trying again may help: no connection, no answer in time, or a 5xx answer (not a
+    /// 4xx: the request itself is wrong).
+    fn retryable(&self) -> bool {
         match self {
             Self::Unreachable { .. } | Self::Timeout { .. } => true,
             Self::Status { status, .. } => *status >= 500,
             Self::BadUrl { .. } | Self::Protocol { .. } | Self::Cancelled => false,
         }
+    }
+
+    /// Whether the error says the remote does not serve us (as opposed to a bad request or
+    /// answer): what is retryable, and a refused API key (401, 403), which no request gets past.
+    fn means_down(&self) -> bool {
+        self.retryable()
+            || matches!(
+                self,
+                Self::Status {
+                    status: 401 | 403,
+                    ..
+                }
+            )
     }
 }
 
@@ -1008,7 +1023,7 @@ fn send_with_retries(
                 source: Box::new(e),
             },
         };
-        if !error.means_down() || attempt >= RETRIES {
+        if !error.retryable() || attempt >= RETRIES {
             return Err(error);
         }
         debug!(error = %error, attempt, "remote request failed; trying again");
