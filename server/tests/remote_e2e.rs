@@ -327,6 +327,55 @@ fn a_remote_killed_mid_session_answers_empty_says_so_once_and_recovers() {
     c.shutdown();
 }
 
+#[test]
+fn a_superseded_request_makes_llama_server_cancel_its_generation() {
+    let Some(binary) = llama_server_binary() else {
+        return;
+    };
+    let port = free_port();
+    let server = LlamaServer::start(&binary, port);
+    let url = format!("http://127.0.0.1:{port}");
+    // The tiny model writes no line break here, so nothing but a cancel ends the first request
+    // before llama-server's context is full (thousands of tokens).
+    let mut c = start_lsp(
+        &["--backend", &url, "--backend-kind", "llama.cpp"],
+        json!({"maxTokens": 100000, "timeoutMs": 600000, "prefetchNext": false}),
+    );
+    let uri = "file:///work/demo/a.py";
+    c.open(uri, "python", SOURCE);
+    let first = c.inline(uri, 5, 9, false);
+    // Wait until llama-server's one slot is generating it.
+    let slots = format!("{url}/slots");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let busy = ureq::get(&slots)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .is_some_and(|v| v[0]["is_processing"] == true);
+        if busy {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first request never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The next request (in another document) supersedes it: with one slot, it is only served
+    // because the first one's stream was closed and llama-server cancelled that generation.
+    c.open("file:///work/demo/b.py", "python", SOURCE);
+    let second = c.inline("file:///work/demo/b.py", 1, 16, false);
+    let superseded = c.response(first, Duration::from_secs(60));
+    assert!(items_of(&superseded).is_empty(), "{superseded}");
+    let served = c.response(second, Duration::from_secs(120));
+    assert!(served.get("error").is_none(), "{served}");
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.contains("cancel task"),
+        "llama-server did not see the first request go:\n{log}"
+    );
+    c.shutdown();
+}
+
 /// What the in-test remote saw.
 #[derive(Debug)]
 enum Seen {
