@@ -7,9 +7,10 @@
 //! `llama/bin/llama-server` beside the repository (the layout of `../shared/build-llama-cpp.sh`),
 //! else `llama-server` on `PATH`; without one those tests print why and pass without checking.
 //!
-//! The cancellation test runs against a small HTTP server inside the test that streams llama.cpp's
+//! One cancellation test runs against a small HTTP server inside the test that streams llama.cpp's
 //! server-sent events: it is a protocol test of our client (does a superseded request close its
-//! stream?), which needs a remote that is still generating when the request is superseded.
+//! stream, and is the next one served?). Another checks the same against llama-server, whose log
+//! must show the superseded generation cancelled.
 
 mod common;
 
