@@ -9,7 +9,7 @@
 //!   those `GET /props` names (`lmrs serve`'s `fim_tokens`; llama-server's names none), else the
 //!   first spelling of [`FIM_FAMILIES`] that the remote's `POST /tokenize` turns into one token
 //!   each (the remote's own vocabulary decides); for OpenAI the family whose name the model's name
-//!   contains. Without FIM texts the prompt is the prefix alone.
+//!   contains (the configured model, else the first of the remote's `GET /v1/models`). Without FIM texts the prompt is the prefix alone.
 //! - Token counts (prompt budgets): for llama.cpp / lmrs the remote's tokenizer, asked once per
 //!   request for the lines it has not counted yet (one `POST /tokenize` of those lines together;
 //!   each token is counted on the line where it starts); for OpenAI, and for text that is not whole
@@ -321,6 +321,8 @@ pub(crate) struct RemoteModel {
     events: Vec<RemoteEvent>,
     /// The remote answered `/tokenize` with a client error: token counts are estimated.
     tokenize_unavailable: bool,
+    /// [`prepare`](Self::prepare) succeeded.
+    prepared: bool,
 }
 
 impl RemoteModel {
@@ -350,6 +352,7 @@ impl RemoteModel {
             line_counts: HashMap::new(),
             events: Vec::new(),
             tokenize_unavailable: false,
+            prepared: false,
             params,
         })
     }
@@ -423,11 +426,38 @@ impl RemoteModel {
     /// Makes sure the FIM texts are known (asking the remote's tokenizer when needed). An error
     /// when the remote cannot be asked.
     pub(crate) fn prepare(&mut self, cancel: &CancelFlag) -> Result<(), RemoteError> {
-        if self.fim.is_some() {
+        if self.prepared {
             return Ok(());
         }
         let fim = match self.params.kind {
-            BackendKind::OpenAi => fim_by_model_name(self.params.model.as_deref()),
+            BackendKind::OpenAi => {
+                if self.params.model.is_none() {
+                    // The served model's name, for the requests and the FIM family.
+                    let models = self.get_json("/v1/models", cancel);
+                    self.note(&models);
+                    match models {
+                        Ok(models) => {
+                            self.params.model = models
+                                .pointer("/data/0/id")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned);
+                            debug!(model = ?self.params.model, "model named by the remote's /v1/models");
+                        }
+                        Err(e) if e.means_down() || matches!(e, RemoteError::Cancelled) => {
+                            return Err(e)
+                        }
+                        Err(e) => debug!(error = %e, "no /v1/models"),
+                    }
+                }
+                match self.fim.take() {
+                    Some(configured) => configured,
+                    None => fim_by_model_name(self.params.model.as_deref()),
+                }
+            }
+            // Configured FIM texts are used as they are.
+            BackendKind::Lmrs | BackendKind::LlamaCpp if self.fim.is_some() => {
+                self.fim.take().unwrap_or_default()
+            }
             BackendKind::Lmrs | BackendKind::LlamaCpp => {
                 let found = self.discover_fim(cancel);
                 self.note(&found);
@@ -456,6 +486,7 @@ impl RemoteModel {
             ),
         }
         self.fim = Some(fim);
+        self.prepared = true;
         Ok(())
     }
 
