@@ -136,7 +136,8 @@ impl RemoteParams {
                 config.fim_suffix.clone(),
                 config.fim_middle.clone(),
             ],
-            timeout: Duration::from_millis(config.backend_timeout_ms.max(1)),
+            // At most a day: deadlines are computed from it.
+            timeout: Duration::from_millis(config.backend_timeout_ms.clamp(1, 86_400_000)),
         })
     }
 }
@@ -702,7 +703,9 @@ impl RemoteModel {
                         out.late = true;
                         break Ok(out);
                     }
-                    if waited_since.elapsed() > self.params.timeout * (RETRIES + 2) * 2 {
+                    if waited_since.elapsed()
+                        > self.params.timeout.saturating_mul((RETRIES + 2) * 2)
+                    {
                         break Err(RemoteError::Timeout {
                             url: url.clone(),
                             waited: waited_since.elapsed(),
@@ -972,6 +975,9 @@ pub(crate) fn estimate_tokens(text: &str) -> usize {
 /// token counts on the line where its first byte is. `None` without pieces.
 fn counts_per_line(answer: &Value, lines: &[&str]) -> Option<Vec<usize>> {
     let tokens = answer.get("tokens")?.as_array()?;
+    if lines.is_empty() {
+        return Some(Vec::new());
+    }
     let mut ends = Vec::with_capacity(lines.len());
     let mut end = 0;
     for line in lines {
@@ -1260,6 +1266,7 @@ mod tests {
             json!({"tokens": [{"piece": [0xe2, 0x82]}, {"piece": [0xac]}, {"piece": "\n"}]});
         assert_eq!(counts_per_line(&answer, &["\u{20ac}\n"]), Some(vec![3]));
         assert_eq!(counts_per_line(&json!({"tokens": [1, 2]}), &["x"]), None);
+        assert_eq!(counts_per_line(&answer, &[]), Some(vec![]));
     }
 
     #[test]
