@@ -42,6 +42,42 @@ pub(crate) enum FimOrder {
     Psm,
 }
 
+/// The protocol of a remote engine (see `Config::backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum BackendKind {
+    /// `lmrs serve`: llama.cpp's protocol (`/completion`, `/tokenize`).
+    #[default]
+    #[serde(rename = "lmrs")]
+    Lmrs,
+    /// llama.cpp's `llama-server`: `POST /completion` with `cache_prompt`, `POST /tokenize`.
+    #[serde(rename = "llama.cpp", alias = "llamacpp", alias = "llama-cpp")]
+    LlamaCpp,
+    /// An OpenAI-compatible `POST /v1/completions` (vLLM, SGLang, TGI, Ollama).
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+impl BackendKind {
+    /// The name used in the configuration and in messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Lmrs => "lmrs",
+            Self::LlamaCpp => "llama.cpp",
+            Self::OpenAi => "openai",
+        }
+    }
+
+    /// The kind called `name` in the configuration.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name {
+            "lmrs" => Some(Self::Lmrs),
+            "llama.cpp" | "llamacpp" | "llama-cpp" => Some(Self::LlamaCpp),
+            "openai" => Some(Self::OpenAi),
+            _ => None,
+        }
+    }
+}
+
 /// Server configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
@@ -136,6 +172,28 @@ pub(crate) struct Config {
     /// file in [`models_dir`], download it (as `lmrs pull` would, with `$/progress` in the editor)
     /// and then load it. Default false: the server says which `lmrs pull` to run instead.
     pub(crate) auto_pull: bool,
+    /// Base URL of a remote engine (e.g. `http://gpu-box:8080`) that runs the model instead of
+    /// this process: prompts, caches and stop rules stay here, only the model call goes there.
+    /// Default none (the local model).
+    pub(crate) backend: Option<String>,
+    /// The remote engine's protocol: `lmrs` (`lmrs serve`), `llama.cpp` (`llama-server`'s
+    /// `/completion`) or `openai` (`/v1/completions` of vLLM, SGLang, TGI, Ollama). Default `lmrs`.
+    pub(crate) backend_kind: BackendKind,
+    /// Sent to the remote engine as `Authorization: Bearer KEY`. Default none.
+    pub(crate) backend_api_key: Option<String>,
+    /// The `model` field of OpenAI requests; its name also picks the FIM tokens when they are not
+    /// configured. Default none.
+    pub(crate) backend_model: Option<String>,
+    /// Remote engine: connection timeout and the longest wait for an answer's first piece or the
+    /// next one, in milliseconds. Default 10000.
+    pub(crate) backend_timeout_ms: u64,
+    /// Remote engine: the FIM prefix token's text (e.g. `<|fim_prefix|>`); with `fimSuffix` and
+    /// `fimMiddle` it replaces what is found from the remote or the model's name. Default none.
+    pub(crate) fim_prefix: Option<String>,
+    /// Remote engine: the FIM suffix token's text. Default none.
+    pub(crate) fim_suffix: Option<String>,
+    /// Remote engine: the FIM middle token's text. Default none.
+    pub(crate) fim_middle: Option<String>,
 }
 
 impl Default for Config {
@@ -170,6 +228,14 @@ impl Default for Config {
             cache_size: 256,
             prefetch_next: true,
             auto_pull: false,
+            backend: None,
+            backend_kind: BackendKind::Lmrs,
+            backend_api_key: None,
+            backend_model: None,
+            backend_timeout_ms: 10_000,
+            fim_prefix: None,
+            fim_suffix: None,
+            fim_middle: None,
         }
     }
 }
@@ -289,6 +355,13 @@ impl Config {
             || self.threads != other.threads
             || self.context_size != other.context_size
             || self.cache_reuse_tokens != other.cache_reuse_tokens
+            || self.backend != other.backend
+            || self.backend_kind != other.backend_kind
+            || self.backend_api_key != other.backend_api_key
+            || self.backend_model != other.backend_model
+            || self.backend_timeout_ms != other.backend_timeout_ms
+            || (&self.fim_prefix, &self.fim_suffix, &self.fim_middle)
+                != (&other.fim_prefix, &other.fim_suffix, &other.fim_middle)
     }
 }
 
@@ -330,6 +403,22 @@ mod tests {
         assert!(c.merged(&json!({"noSuchOption": 1})).is_err());
         assert!(!c.auto_pull);
         assert!(c.merged(&json!({"autoPull": true})).unwrap().auto_pull);
+        let remote = c
+            .merged(&json!({"backend": "http://h:1", "backendKind": "llama.cpp"}))
+            .unwrap();
+        assert_eq!(remote.backend_kind, BackendKind::LlamaCpp);
+        assert!(c.needs_reload(&remote), "a new backend is loaded");
+        assert!(c.merged(&json!({"backendKind": "grpc"})).is_err());
+        for kind in ["lmrs", "llama.cpp", "openai"] {
+            let parsed = BackendKind::parse(kind).unwrap();
+            assert_eq!(parsed.name(), kind);
+            assert_eq!(
+                c.merged(&json!({"backendKind": kind}))
+                    .unwrap()
+                    .backend_kind,
+                parsed
+            );
+        }
     }
 
     #[test]

@@ -12,8 +12,11 @@ use ropey::Rope;
 
 use super::lsp_flags::ConfigArgs;
 use crate::completion::model::{CompletionModel, LoadParams, PROMPT_BATCH_TOKENS};
-use crate::completion::pipeline::{run_completion, CompletionInput, ProjectContext};
+use crate::completion::pipeline::{
+    run_completion, run_remote_completion, CompletionInput, ProjectContext,
+};
 use crate::completion::project::{ProjectIndex, WalkParams};
+use crate::completion::remote::{RemoteEvent, RemoteModel, RemoteParams};
 use crate::lsp::position::line_content;
 
 /// Arguments of `lmrs complete`.
@@ -49,6 +52,12 @@ fn parse_location(s: &str) -> anyhow::Result<(PathBuf, usize, usize)> {
 }
 
 /// Runs `lmrs complete`.
+/// What runs the completion.
+enum Engine {
+    Local(Box<CompletionModel>),
+    Remote(Box<RemoteModel>),
+}
+
 pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
     let (file, line, col) = parse_location(&args.location)?;
     let text =
@@ -58,21 +67,32 @@ pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
     let cursor = rope.line_to_char(line.min(rope.len_lines().saturating_sub(1)))
         + col.min(content.len_chars());
     let cfg = args.config.to_config();
-    let params = LoadParams {
-        path: cfg.resolved_model_path(),
-        threads: cfg.threads,
-        context_size: cfg.context_size,
-        batch_tokens: PROMPT_BATCH_TOKENS,
-        cache_reuse_tokens: cfg.cache_reuse_tokens,
+    // With `--backend` the remote engine runs the model; nothing is loaded here.
+    let mut engine = match RemoteParams::from_config(&cfg) {
+        Some(remote) => {
+            let remote = RemoteModel::new(remote)?;
+            eprintln!("lmrs: using the {}", remote.describe());
+            Engine::Remote(Box::new(remote))
+        }
+        None => {
+            let params = LoadParams {
+                path: cfg.resolved_model_path(),
+                threads: cfg.threads,
+                context_size: cfg.context_size,
+                batch_tokens: PROMPT_BATCH_TOKENS,
+                cache_reuse_tokens: cfg.cache_reuse_tokens,
+            };
+            let t0 = std::time::Instant::now();
+            let model = CompletionModel::load(&params)
+                .with_context(|| format!("loading {}", params.path.display()))?;
+            eprintln!(
+                "lmrs: loaded {} in {} ms",
+                model.describe(),
+                t0.elapsed().as_millis()
+            );
+            Engine::Local(Box::new(model))
+        }
     };
-    let t0 = std::time::Instant::now();
-    let mut model = CompletionModel::load(&params)
-        .with_context(|| format!("loading {}", params.path.display()))?;
-    eprintln!(
-        "lmrs: loaded {} in {} ms",
-        model.describe(),
-        t0.elapsed().as_millis()
-    );
     let workspace = match &args.workspace {
         Some(ws) => workspace_file(ws, &file)?,
         None => (None, None),
@@ -107,7 +127,18 @@ pub(crate) fn run(args: &CompleteArgs) -> anyhow::Result<()> {
     };
     let input = CompletionInput::at_cursor(&rope, cursor, &cfg, None, workspace, 1, &project);
     for _ in 0..args.repeat.max(1) {
-        let c = run_completion(&mut model, &input, &cfg, &CancelFlag::new())?;
+        let c = match &mut engine {
+            Engine::Local(model) => run_completion(model, &input, &cfg, &CancelFlag::new())?,
+            Engine::Remote(remote) => {
+                let c = run_remote_completion(remote, &input, &cfg, &CancelFlag::new());
+                for event in remote.take_events() {
+                    if let RemoteEvent::Down(message) = event {
+                        eprintln!("{message}");
+                    }
+                }
+                c?
+            }
+        };
         crate::outln!("{}", c.items.first().map_or("", String::as_str))?;
         eprintln!(
             "lmrs: prompt {} tokens (reused {}, of them moved {}; evaluated {}) {:.0} ms; generated {} tokens {:.0} ms; total {:.0} ms",

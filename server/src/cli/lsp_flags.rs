@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::{Config, FimOrder};
+use crate::config::{BackendKind, Config, FimOrder};
 
 /// Command-line flags that set configuration defaults (`initializationOptions` and
 /// `workspace/didChangeConfiguration` override them in the server).
@@ -73,6 +73,39 @@ pub(crate) struct ConfigArgs {
     /// then load it
     #[arg(long)]
     auto_pull: bool,
+    /// Run the model on a remote engine at this base URL (e.g. http://gpu-box:8080) instead of
+    /// loading one here
+    #[arg(long, value_name = "URL")]
+    backend: Option<String>,
+    /// The remote engine's protocol: lmrs (`lmrs serve`), llama.cpp (llama-server's /completion)
+    /// or openai (/v1/completions: vLLM, SGLang, TGI, Ollama) [default: lmrs]
+    #[arg(long, value_name = "KIND", value_parser = parse_backend_kind)]
+    backend_kind: Option<BackendKind>,
+    /// Sent to the remote engine as a Bearer token
+    #[arg(long, value_name = "KEY")]
+    backend_api_key: Option<String>,
+    /// The model name for an OpenAI-compatible remote (also picks its FIM tokens)
+    #[arg(long, value_name = "NAME")]
+    backend_model: Option<String>,
+    /// Remote engine: connection timeout and longest wait for each piece of an answer
+    /// [default: 10000]
+    #[arg(long, value_name = "MS")]
+    backend_timeout_ms: Option<u64>,
+    /// Remote engine: the FIM prefix token's text, e.g. '<|fim_prefix|>' (with --fim-suffix and
+    /// --fim-middle; default: found from the remote or the model's name)
+    #[arg(long, value_name = "TEXT")]
+    fim_prefix: Option<String>,
+    /// Remote engine: the FIM suffix token's text
+    #[arg(long, value_name = "TEXT")]
+    fim_suffix: Option<String>,
+    /// Remote engine: the FIM middle token's text
+    #[arg(long, value_name = "TEXT")]
+    fim_middle: Option<String>,
+}
+
+fn parse_backend_kind(s: &str) -> Result<BackendKind, String> {
+    BackendKind::parse(s)
+        .ok_or_else(|| format!("unknown backend kind {s:?} (lmrs, llama.cpp or openai)"))
 }
 
 fn parse_order(s: &str) -> Result<FimOrder, String> {
@@ -109,6 +142,24 @@ impl ConfigArgs {
             snippet_tokens,
             context_tokens
         );
+        for (field, value) in [
+            (&mut c.backend, &self.backend),
+            (&mut c.backend_api_key, &self.backend_api_key),
+            (&mut c.backend_model, &self.backend_model),
+            (&mut c.fim_prefix, &self.fim_prefix),
+            (&mut c.fim_suffix, &self.fim_suffix),
+            (&mut c.fim_middle, &self.fim_middle),
+        ] {
+            if value.is_some() {
+                field.clone_from(value);
+            }
+        }
+        if let Some(kind) = self.backend_kind {
+            c.backend_kind = kind;
+        }
+        if let Some(ms) = self.backend_timeout_ms {
+            c.backend_timeout_ms = ms;
+        }
         if self.no_workspace_index {
             c.context_workspace = false;
         }
@@ -144,5 +195,17 @@ mod tests {
         assert!(!c.multiline);
         assert!(!c.auto_pull);
         assert_eq!(c.context_size, Config::default().context_size);
+        assert_eq!(c.backend, None);
+        let remote = ConfigArgs {
+            backend: Some("http://gpu:8080".into()),
+            backend_kind: Some(BackendKind::OpenAi),
+            backend_model: Some("qwen".into()),
+            ..ConfigArgs::default()
+        }
+        .to_config();
+        assert_eq!(remote.backend.as_deref(), Some("http://gpu:8080"));
+        assert_eq!(remote.backend_kind, BackendKind::OpenAi);
+        assert_eq!(remote.backend_model.as_deref(), Some("qwen"));
+        assert!(parse_backend_kind("vllm").is_err());
     }
 }

@@ -6,6 +6,8 @@
 //! builds the prompt ([`prompt`]), feeds it to the warm session ([`model`], reusing the KV cache's
 //! common prefix) and streams tokens through the stop rules ([`stop_rules`]) until a rule, a budget
 //! or a cancellation ends the generation. The language server runs it on the [`worker`] thread.
+//! With a remote engine configured, [`remote`] takes the place of [`model`]: the same prompt goes
+//! there as text and the streamed answer goes through the same stop rules.
 //!
 //! The pure parts (context, prompt, retrieval, stop rules) are tested without a model; the rest
 //! runs the real engine on tiny random-weight models.
@@ -18,6 +20,7 @@ pub(crate) mod pipeline;
 pub(crate) mod project;
 pub(crate) mod prompt;
 pub(crate) mod recent_edits;
+pub(crate) mod remote;
 pub(crate) mod retrieval;
 pub(crate) mod stop_rules;
 pub(crate) mod worker;

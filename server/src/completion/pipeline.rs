@@ -10,7 +10,8 @@ use tracing::debug;
 use super::context::{snippet_for_cursor, CursorContext};
 use super::cross_file::{rank_context, similar_code, ContextChunk, Provided};
 use super::model::{CompletionModel, GenRequest};
-use super::prompt::{build_prompt, BuiltPrompt, PromptInput, PromptParams};
+use super::prompt::{build_prompt, BuiltPrompt, FimSupport, PromptInput, PromptParams, Segment};
+use super::remote::{RemoteError, RemoteModel, RemoteRequest};
 use super::retrieval::Snippet;
 use super::stop_rules::{branch_point, Generated, StopContext, StopRules};
 use crate::config::Config;
@@ -156,6 +157,9 @@ pub(crate) struct Completion {
     pub(crate) prompt_tokens: usize,
     /// Whether cancellation cut the work short.
     pub(crate) cancelled: bool,
+    /// The engine failed (or a remote engine is down), so the empty answer says nothing about
+    /// the text: it is not cached.
+    pub(crate) failed: bool,
     /// The prompt's deadline stopped its evaluation with this many tokens left (so there is no
     /// suggestion).
     pub(crate) prompt_cut: Option<usize>,
@@ -163,12 +167,14 @@ pub(crate) struct Completion {
     pub(crate) total_ms: f64,
 }
 
-/// The prompt of a completion of `input` and its tokens.
-fn prompt_for(
-    model: &CompletionModel,
+/// The prompt of a completion of `input` for a model with the FIM features `fim`, whose tokens
+/// `count` counts.
+fn build_for(
     input: &CompletionInput,
     cfg: &Config,
-) -> (BuiltPrompt, Vec<TokenId>) {
+    fim: FimSupport,
+    count: &dyn Fn(&str) -> usize,
+) -> BuiltPrompt {
     let (prefix_tokens, suffix_tokens) = cfg.budgets();
     // The repository format labels other files' chunks with paths, so context brings it along.
     let show_repo = cfg.repo_header || (cfg.context_tokens > 0 && !input.context.is_empty());
@@ -189,9 +195,16 @@ fn prompt_for(
         snippet_tokens: cfg.snippet_tokens,
         context_tokens: cfg.context_tokens,
     };
-    let prompt = build_prompt(&prompt_input, model.fim_support(), &params, &|t| {
-        model.count(t)
-    });
+    build_prompt(&prompt_input, fim, &params, count)
+}
+
+/// The prompt of a completion of `input` and its tokens.
+fn prompt_for(
+    model: &CompletionModel,
+    input: &CompletionInput,
+    cfg: &Config,
+) -> (BuiltPrompt, Vec<TokenId>) {
+    let prompt = build_for(input, cfg, model.fim_support(), &|t| model.count(t));
     debug!(prompt = %prompt.render(), "prompt");
     let tokens = model.segments_to_tokens(&prompt.segments);
     (prompt, tokens)
@@ -303,6 +316,112 @@ pub(crate) fn run_completion(
         }
         if !text.is_empty() && !out.items.contains(&text) {
             out.items.push(text);
+        }
+    }
+    out.cancelled = cancel.is_cancelled();
+    if out.cancelled {
+        out.items.clear();
+    }
+    out.total_ms = t0.elapsed().as_secs_f64() * 1e3;
+    Ok(out)
+}
+
+/// [`run_completion`] on a remote engine: the same prompt as text, the same stop rules over the
+/// streamed pieces. The remote cannot be made to start with the healed tail, so the stop rules'
+/// check of it decides (an answer that does not start with it is empty). No second try from a
+/// runner-up. Empty at once while the remote is down and no probe is due (see
+/// [`super::remote`]).
+pub(crate) fn run_remote_completion(
+    remote: &mut RemoteModel,
+    input: &CompletionInput,
+    cfg: &Config,
+    cancel: &CancelFlag,
+) -> Result<Completion, RemoteError> {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_millis(cfg.timeout_ms);
+    let mut out = Completion::default();
+    if !remote.should_try() {
+        out.failed = true;
+        return Ok(out);
+    }
+    match remote.prepare(cancel) {
+        Err(RemoteError::Cancelled) => {
+            out.cancelled = true;
+            return Ok(out);
+        }
+        result => result?,
+    }
+    // The budgets count the lines of the windows with the remote's tokenizer (one request for the
+    // lines it has not counted before).
+    let mut texts = vec![input.ctx.prefix.as_str(), input.ctx.suffix.as_str()];
+    texts.extend(input.context.iter().map(|c| c.text.as_str()));
+    texts.extend(input.snippet.as_ref().map(|s| s.text.as_str()));
+    remote.count_lines(&texts, cancel);
+    if !remote.should_try() {
+        // It went down just now (the event says so).
+        out.failed = true;
+        return Ok(out);
+    }
+    let prompt = build_for(input, cfg, remote.fim_support(), &|t| remote.count(t));
+    let text = remote.render(&prompt.segments);
+    debug!(prompt = %text, "remote prompt");
+    out.prompt_tokens = prompt
+        .segments
+        .iter()
+        .map(|segment| match segment {
+            Segment::Text(text) => remote.count(text),
+            Segment::Token(_) => 1,
+        })
+        .sum();
+    let stop_ctx = StopContext::new(
+        input.ctx.line_before_cursor(),
+        &input.ctx.suffix,
+        cfg.multiline,
+        cfg.max_lines,
+    );
+    for k in 0..input.alternatives.max(1) {
+        if text.is_empty() || cancel.is_cancelled() || (k > 0 && Instant::now() >= deadline) {
+            break;
+        }
+        let (temperature, seed) = if k == 0 {
+            (cfg.temperature, 0)
+        } else {
+            (cfg.temperature.max(0.8), k as u64)
+        };
+        let request = RemoteRequest {
+            prompt: &text,
+            max_tokens: cfg.max_tokens,
+            temperature,
+            seed,
+            time_budget: deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(cfg.timeout_ms / 2)),
+        };
+        let mut rules = StopRules::new(stop_ctx.clone(), &prompt.heal);
+        let generation = match remote.generate(&request, cancel, |piece| {
+            tracing::trace!(piece, "piece");
+            rules.push(piece)
+        }) {
+            Err(RemoteError::Cancelled) => break,
+            result => result?,
+        };
+        match generation.timings {
+            Some(t) => {
+                out.stats.reused += t.cached;
+                out.stats.evaluated += t.evaluated;
+                out.stats.generated += t.generated;
+                out.stats.prompt_ms += t.prompt_ms;
+                out.stats.gen_ms += t.gen_ms;
+            }
+            None => out.stats.generated += generation.generated,
+        }
+        debug!(generated = ?rules.text(), budget_cut = generation.budget_cut(), "remote generation");
+        if generation.late {
+            rules.end_before_unfinished_name();
+        }
+        let suggestion = rules.finish(generation.budget_cut());
+        if !suggestion.is_empty() && !out.items.contains(&suggestion) {
+            out.items.push(suggestion);
         }
     }
     out.cancelled = cancel.is_cancelled();

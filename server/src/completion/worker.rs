@@ -7,6 +7,11 @@
 //! the prompt of a prefill (the editor's next request after an edit), one micro-batch at a time; a new message stops that at once (it sets the idle work's cancel flag),
 //! and the work done stays in the KV cache for the requests that follow.
 //!
+//! With a remote engine ([`Worker::connect`]) the worker holds its client instead of a model: jobs
+//! run [`run_remote_completion`] (the HTTP exchange itself on a thread of its own, so a cancel
+//! returns at once), there is no idle prompt work, and changes of the remote's availability are
+//! sent to the events channel given to [`Worker::spawn_with_events`].
+//!
 //! A speculative job (the suggestion after the one just shown, as if it were accepted) is queued
 //! like any job but yields to every other message: sending one cancels it, so it never delays a
 //! request by more than the engine's reaction to a cancel flag (GGML aborts its graph).
@@ -18,10 +23,13 @@ use std::time::Instant;
 
 use lmrs::CancelFlag;
 use tokio::sync::oneshot;
-use tracing::{error, info, info_span};
+use tracing::{debug, error, info, info_span, warn};
 
 use super::model::{CompletionModel, LoadParams, ModelError};
-use super::pipeline::{prefill_prompt, run_completion, Completion, CompletionInput};
+use super::pipeline::{
+    prefill_prompt, run_completion, run_remote_completion, Completion, CompletionInput,
+};
+use super::remote::{RemoteError, RemoteEvent, RemoteModel, RemoteParams};
 use crate::config::Config;
 
 /// A queued completion.
@@ -40,6 +48,7 @@ pub(crate) struct Job {
 
 enum Msg {
     Load(LoadParams, oneshot::Sender<Result<String, ModelError>>),
+    Connect(RemoteParams, oneshot::Sender<Result<String, RemoteError>>),
     Job(Job, oneshot::Sender<Completion>),
     /// Evaluate this job's prompt while no message waits (nothing is generated, no reply).
     Prefill(Job),
@@ -83,13 +92,21 @@ impl IdleWork {
 
 impl Worker {
     /// Starts the worker thread.
+    #[cfg(test)]
     pub(crate) fn spawn() -> std::io::Result<Self> {
+        Self::spawn_with_events(None)
+    }
+
+    /// Starts the worker thread; a remote engine's availability changes go to `events`.
+    pub(crate) fn spawn_with_events(
+        events: Option<tokio::sync::mpsc::UnboundedSender<RemoteEvent>>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let idle_work = IdleWork::default();
         let worker_idle_work = idle_work.clone();
         std::thread::Builder::new()
             .name("lmrs-model".into())
-            .spawn(move || worker_loop(rx, worker_idle_work))?;
+            .spawn(move || worker_loop(rx, worker_idle_work, events))?;
         Ok(Self {
             tx,
             idle_work,
@@ -110,6 +127,19 @@ impl Worker {
         let (tx, rx) = oneshot::channel();
         self.cancel_speculation();
         let _ = self.tx.send(Msg::Load(params, tx));
+        self.idle_work.interrupt();
+        rx
+    }
+
+    /// Replaces the model (or an earlier remote engine) with a client of the remote engine
+    /// `params`; the answer is its description (nothing is sent to it yet).
+    pub(crate) fn connect(
+        &self,
+        params: RemoteParams,
+    ) -> oneshot::Receiver<Result<String, RemoteError>> {
+        let (tx, rx) = oneshot::channel();
+        self.cancel_speculation();
+        let _ = self.tx.send(Msg::Connect(params, tx));
         self.idle_work.interrupt();
         rx
     }
@@ -157,11 +187,15 @@ impl Worker {
 /// time). `None` when every sender is gone.
 fn next_message(
     rx: &mpsc::Receiver<Msg>,
-    model: &mut Option<CompletionModel>,
+    engine: &mut Option<Engine>,
     idle_work: &IdleWork,
 ) -> Option<Msg> {
     loop {
-        let Some(m) = model.as_mut().filter(|m| m.has_unfinished_prompt()) else {
+        let local = match engine {
+            Some(Engine::Local(m)) => Some(m),
+            _ => None,
+        };
+        let Some(m) = local.filter(|m| m.has_unfinished_prompt()) else {
             return rx.recv().ok();
         };
         let cancel = idle_work.renew();
@@ -180,25 +214,48 @@ fn next_message(
     }
 }
 
-fn worker_loop(rx: mpsc::Receiver<Msg>, idle_work: IdleWork) {
-    let mut model: Option<CompletionModel> = None;
-    while let Some(msg) = next_message(&rx, &mut model, &idle_work) {
+/// What runs the completions.
+enum Engine {
+    /// The model in this process.
+    Local(Box<CompletionModel>),
+    /// A remote engine's client.
+    Remote(Box<RemoteModel>),
+}
+
+fn worker_loop(
+    rx: mpsc::Receiver<Msg>,
+    idle_work: IdleWork,
+    events: Option<tokio::sync::mpsc::UnboundedSender<RemoteEvent>>,
+) {
+    let mut engine: Option<Engine> = None;
+    while let Some(msg) = next_message(&rx, &mut engine, &idle_work) {
         match msg {
+            Msg::Connect(params, reply) => {
+                engine = None; // free a model first
+                let answer = RemoteModel::new(params).map(|remote| {
+                    let description = remote.describe();
+                    info!(engine = %description, "remote engine configured");
+                    engine = Some(Engine::Remote(Box::new(remote)));
+                    description
+                });
+                let _ = reply.send(answer);
+            }
             Msg::Load(params, reply) => {
-                model = None; // free the old model first
+                engine = None; // free the old model first
                 let t0 = Instant::now();
                 let result = std::panic::catch_unwind(|| CompletionModel::load(&params))
                     .unwrap_or_else(|_| Err(ModelError::Panicked(params.path.clone())));
                 let answer = result.map(|m| {
                     let d = m.describe();
                     info!(model = %d, ms = t0.elapsed().as_millis() as u64, "model loaded");
-                    model = Some(m);
+                    engine = Some(Engine::Local(Box::new(m)));
                     d
                 });
                 let _ = reply.send(answer);
             }
             Msg::Prefill(job) => {
-                if let Some(m) = model.as_mut() {
+                // A remote engine keeps its own cache; there is nothing to evaluate here.
+                if let Some(Engine::Local(m)) = engine.as_mut() {
                     let queued = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         prefill_prompt(m, &job.input, &job.config)
                     }));
@@ -208,15 +265,28 @@ fn worker_loop(rx: mpsc::Receiver<Msg>, idle_work: IdleWork) {
                 }
             }
             Msg::Job(job, reply) => {
-                let completion = match model.as_mut() {
+                let completion = match engine.as_mut() {
                     _ if job.cancel.is_cancelled() => Completion {
                         cancelled: true,
                         ..Completion::default()
                     },
                     None => Completion::default(),
-                    Some(m) => {
+                    Some(Engine::Local(m)) => {
                         m.note_file_change();
                         run_job(m, &job)
+                    }
+                    Some(Engine::Remote(remote)) => {
+                        let completion = run_remote_job(remote, &job);
+                        for event in remote.take_events() {
+                            match &event {
+                                RemoteEvent::Down(message) => warn!("{message}"),
+                                RemoteEvent::Up(message) => info!("{message}"),
+                            }
+                            if let Some(events) = &events {
+                                let _ = events.send(event);
+                            }
+                        }
+                        completion
                     }
                 };
                 let _ = reply.send(completion);
@@ -282,11 +352,62 @@ fn run_job(model: &mut CompletionModel, job: &Job) -> Completion {
         }
         Ok(Err(e)) => {
             error!(error = %e, "completion failed");
-            Completion::default()
+            Completion {
+                failed: true,
+                ..Completion::default()
+            }
         }
         Err(_) => {
             error!("engine panicked during completion");
-            Completion::default()
+            Completion {
+                failed: true,
+                ..Completion::default()
+            }
+        }
+    }
+}
+
+fn run_remote_job(remote: &mut RemoteModel, job: &Job) -> Completion {
+    let span = info_span!("completion", id = %job.id, remote = true);
+    let _enter = span.enter();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        run_remote_completion(remote, &job.input, &job.config, &job.cancel)
+    }));
+    match result {
+        Ok(Ok(c)) => {
+            info!(
+                items = c.items.len(),
+                cancelled = c.cancelled,
+                speculative = job.speculative,
+                reused = c.stats.reused,
+                evaluated = c.stats.evaluated,
+                generated = c.stats.generated,
+                total_ms = c.total_ms.round() as u64,
+                "completion done"
+            );
+            c
+        }
+        // The remote being down is said once, by its event; each request need not repeat it.
+        Ok(Err(e)) if remote.is_down() => {
+            debug!(error = %crate::report::describe(&e, ": "), "remote completion failed");
+            Completion {
+                failed: true,
+                ..Completion::default()
+            }
+        }
+        Ok(Err(e)) => {
+            warn!(error = %crate::report::describe(&e, ": "), "remote completion failed");
+            Completion {
+                failed: true,
+                ..Completion::default()
+            }
+        }
+        Err(_) => {
+            error!("panicked during a remote completion");
+            Completion {
+                failed: true,
+                ..Completion::default()
+            }
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::completion::model::{LoadParams, PROMPT_BATCH_TOKENS};
 use crate::completion::pipeline::{Completion, CompletionInput, ProjectContext};
 use crate::completion::project::{ProjectIndex, WalkParams};
 use crate::completion::recent_edits::{chunk_around, RecentEdits};
+use crate::completion::remote::{RemoteEvent, RemoteParams};
 use crate::completion::worker::{Job, Worker};
 use crate::config::{Config, DEFAULT_MODEL_FILE};
 use crate::report;
@@ -159,6 +160,10 @@ impl Backend {
                 return;
             }
         }
+        if let Some(remote) = RemoteParams::from_config(&cfg) {
+            Self::start_connect(client, shared, remote, seq);
+            return;
+        }
         // Queue the load now, so that completion jobs queued after this wait for the new model
         // instead of racing it.
         *lock(&shared.model) = ModelState::Loading;
@@ -207,6 +212,63 @@ impl Backend {
                          `--model` / initializationOptions `modelPath` at a GGUF code model (Qwen2.5-Coder recommended)."
                     );
                     (ModelState::Failed(reason), msg)
+                }
+                Err(_) => (
+                    ModelState::Failed("worker stopped".into()),
+                    "lmrs: the model worker stopped".into(),
+                ),
+            };
+            if let Some(p) = progress {
+                p.finish_with_message(message.clone()).await;
+            }
+            match &state {
+                ModelState::Ready(_) => info!("{message}"),
+                _ => {
+                    warn!("{message}");
+                    client.show_message(MessageType::Error, message).await;
+                }
+            }
+            *lock(&shared.model) = state;
+        });
+    }
+
+    /// Switches the worker to the remote engine `remote` (nothing is sent to it yet: whether it
+    /// answers shows with the first request, and is said once when it does not).
+    fn start_connect(client: Client, shared: Arc<Shared>, remote: RemoteParams, seq: u64) {
+        *lock(&shared.model) = ModelState::Loading;
+        let connected = shared.worker.connect(remote);
+        tokio::spawn(async move {
+            // The same progress as a model load, so that editors show the same states.
+            let progress = if *lock(&shared.progress_supported) {
+                let token = ProgressToken::String(format!("lmrs/load/{seq}"));
+                match client.create_work_done_progress(token.clone()).await {
+                    Ok(()) => Some(
+                        client
+                            .progress(token, "lmrs: connecting to the remote engine")
+                            .begin()
+                            .await,
+                    ),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            let result = connected.await;
+            if shared.load_seq.load(Ordering::SeqCst) != seq {
+                return; // a newer load superseded this one
+            }
+            let (state, message) = match result {
+                Ok(Ok(desc)) => (
+                    ModelState::Ready(desc.clone()),
+                    format!("lmrs: model ready ({desc})"),
+                ),
+                Ok(Err(e)) => {
+                    let reason = report::describe(&e, ": ");
+                    let message = format!(
+                        "lmrs: {reason}. Inline completions are off until `--backend` / \
+                         initializationOptions `backend` names a remote engine's URL."
+                    );
+                    (ModelState::Failed(reason), message)
                 }
                 Err(_) => (
                     ModelState::Failed("worker stopped".into()),
@@ -388,8 +450,8 @@ impl Backend {
         drop(rope);
         let completion = self.complete(uri, input, cfg.clone()).await;
         // A cut prompt's empty answer is not cached: the same request soon finds the prompt
-        // finished and gets a real one.
-        if completion.cancelled || completion.prompt_cut.is_some() {
+        // finished and gets a real one. Nor is a failure's (a remote engine down).
+        if completion.cancelled || completion.failed || completion.prompt_cut.is_some() {
             return out;
         }
         let first = completion.items.first().map_or("", String::as_str);
@@ -434,7 +496,7 @@ impl Backend {
             let Ok(completion) = reply.await else {
                 return;
             };
-            if completion.cancelled || completion.prompt_cut.is_some() {
+            if completion.cancelled || completion.failed || completion.prompt_cut.is_some() {
                 return;
             }
             let first = completion.items.first().map_or("", String::as_str);
@@ -996,8 +1058,22 @@ impl LanguageServer for Backend {
 /// Runs the server on stdin/stdout until the client exits. An error when the framing of the input
 /// is lost or the client sent `exit` without `shutdown` (see [`Transport::finish`]).
 pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
-    let worker = Worker::spawn()?;
-    let (service, socket) = LspService::new(move |client| Backend::new(client, config, worker));
+    let (events, mut remote_events) = tokio::sync::mpsc::unbounded_channel();
+    let worker = Worker::spawn_with_events(Some(events))?;
+    let (service, socket) = LspService::new(move |client| {
+        // A remote engine going down or coming back is shown in the editor (once per change).
+        let shown = client.clone();
+        tokio::spawn(async move {
+            while let Some(event) = remote_events.recv().await {
+                let (kind, message) = match event {
+                    RemoteEvent::Down(message) => (MessageType::Warning, message),
+                    RemoteEvent::Up(message) => (MessageType::Info, message),
+                };
+                shown.show_message(kind, message).await;
+            }
+        });
+        Backend::new(client, config, worker)
+    });
     let (transport, pipes) = Transport::stdio()?;
     let server = Server::new(pipes.input, pipes.output, socket)
         .concurrency_level(64)
