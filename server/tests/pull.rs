@@ -509,7 +509,7 @@ fn pull_models_rm_end_to_end() {
     let bytes = tiny_gguf(5);
     fake.add("someone/tiny-GGUF/tiny-q8.gguf", bytes.clone());
     let mut other = lmrs_fixtures::GgufWriter::new();
-    other.add_string("general.architecture", "starcoder2");
+    other.add_string("general.architecture", "gptj");
     fake.add("someone/tiny-GGUF/sc2.gguf", other.to_bytes());
     let models = temp_dir("e2e").join("models"); // created by pull
 
@@ -538,7 +538,7 @@ fn pull_models_rm_end_to_end() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("`starcoder2` model, which this lmrs cannot run yet"),
+        stderr.contains("`gptj` model, which this lmrs cannot run yet"),
         "{stderr}"
     );
 
@@ -550,7 +550,7 @@ fn pull_models_rm_end_to_end() {
         .find(|l| l.starts_with("tiny-q8.gguf"))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(line.contains("qwen2"), "{stdout}");
-    assert!(stdout.contains("starcoder2 (cannot run yet)"), "{stdout}");
+    assert!(stdout.contains("gptj (cannot run yet)"), "{stdout}");
 
     let out = lmrs(&models, &fake, &["pull", "someone/tiny-GGUF/absent.gguf"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

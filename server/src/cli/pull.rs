@@ -81,7 +81,7 @@ pub(crate) fn run(args: &PullArgs) -> anyhow::Result<()> {
     match architecture {
         Ok(arch) if !catalogue::is_loadable(&arch) => eprintln!(
             "note: this is a `{arch}` model, which this lmrs cannot run yet (it runs {})",
-            catalogue::LOADABLE_ARCHITECTURES.join(", ")
+            lmrs::supported_architectures().join(", ")
         ),
         Ok(_) if target.file_name == DEFAULT_MODEL_FILE => {
             eprintln!("the language server loads it when no model is configured")
@@ -124,7 +124,7 @@ fn list() -> anyhow::Result<()> {
     }
     outln!(
         "* not runnable by this lmrs yet (it runs {}); pullable all the same",
-        catalogue::LOADABLE_ARCHITECTURES.join(", ")
+        lmrs::supported_architectures().join(", ")
     )?;
     Ok(())
 }
