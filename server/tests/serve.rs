@@ -339,8 +339,8 @@ fn llama_cpp_endpoints_answer_with_their_fields() {
 }
 
 #[test]
-fn infill_builds_a_repo_level_prompt_from_input_extra() {
-    let server = Server::start(&tiny_model("infill"), &[]);
+fn infill_in_llama_cpp_layout_builds_a_repo_level_prompt_from_input_extra() {
+    let server = Server::start(&tiny_model("infill"), &["--infill-prompt", "llama.cpp"]);
     let request = |extra: Value| {
         json!({
             "input_prefix": "def add(a, b):\n",
@@ -419,6 +419,85 @@ fn infill_builds_a_repo_level_prompt_from_input_extra() {
     let (status, error) = server.post("/infill", json!({"input_prefix": 5}));
     assert_eq!(status, 400);
     assert_error(&error, 400, "invalid JSON body");
+}
+
+/// A document whose cursor is at the end of `    x = 1` (line 6, column 10): the tiny model has
+/// a suggestion there.
+const DEMO_BEFORE: &str = "def add(a, b):\n    return a + b\n\n\ndef main():\n";
+const DEMO_LINE: &str = "    x = 1";
+const DEMO_AFTER: &str = "\n    print(add(x, 2))\n";
+
+/// llama.vim's request at the demo cursor with `typed` typed after it.
+fn demo_infill(typed: &str) -> Value {
+    json!({
+        "input_prefix": DEMO_BEFORE,
+        "input_suffix": DEMO_AFTER,
+        "prompt": format!("{DEMO_LINE}{typed}"),
+        "input_extra": [],
+        "n_predict": 64,
+        "n_indent": 4,
+        "top_k": 40,
+        "top_p": 0.9,
+        "samplers": ["top_k", "top_p", "infill"],
+        "stream": false,
+        "cache_prompt": true,
+        "t_max_prompt_ms": 500,
+        "t_max_predict_ms": 5000,
+        "id_slot": 0,
+    })
+}
+
+#[test]
+fn infill_in_the_lmrs_layout_answers_as_the_language_server_and_types_through() {
+    let model = tiny_model("editor");
+    // The language server's completion path on the same text, once, from the command line.
+    let file = model.with_file_name("demo.py");
+    std::fs::write(&file, format!("{DEMO_BEFORE}{DEMO_LINE}{DEMO_AFTER}")).unwrap();
+    let complete = Command::new(env!("CARGO_BIN_EXE_lmrs"))
+        .args(["complete", &format!("{}:6:10", file.display())])
+        .arg("--model")
+        .arg(&model)
+        .args(["--threads", "1", "--timeout-ms", "5000"])
+        .output()
+        .unwrap();
+    assert!(complete.status.success(), "{complete:?}");
+    let expected = String::from_utf8(complete.stdout).unwrap();
+    let expected = expected.strip_suffix('\n').unwrap();
+    assert!(
+        !expected.is_empty(),
+        "the tiny model suggests something here"
+    );
+
+    let server = Server::start(&model, &[]);
+    let (status, first) = server.post("/infill", demo_infill(""));
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["content"], expected, "{first}");
+    assert!(first["cache_hit"].is_null(), "{first}");
+    assert!(first["timings"]["predicted_n"].as_u64().unwrap() > 0);
+
+    // Typing the suggestion's first characters: the rest comes from the cache, no model call.
+    let typed: String = expected.chars().take(2).collect();
+    let (status, through) = server.post("/infill", demo_infill(&typed));
+    assert_eq!(status, 200, "{through}");
+    assert_eq!(through["cache_hit"], true, "{through}");
+    assert_eq!(through["content"], expected[typed.len()..], "{through}");
+    assert_eq!(through["timings"]["predicted_n"], 0);
+    assert_eq!(server.metric("lmrs_infill_cache_hits_total"), 1.0);
+    // Something else typed asks the model again, which reuses the slot's cached prompt: the
+    // changed text is at the very end of the prompt in this layout.
+    let (status, other) = server.post("/infill", demo_infill("0"));
+    assert_eq!(status, 200, "{other}");
+    assert!(other["cache_hit"].is_null(), "{other}");
+    let evaluated = other["timings"]["prompt_n"].as_u64().unwrap();
+    let cached = other["timings"]["cache_n"].as_u64().unwrap();
+    assert!(evaluated <= 2 && cached > 20, "{other}");
+    // A sampled request is never answered from the cache.
+    let mut sampled = demo_infill(&typed);
+    sampled["temperature"] = json!(0.7);
+    let (status, sampled) = server.post("/infill", sampled);
+    assert_eq!(status, 200, "{sampled}");
+    assert!(sampled["cache_hit"].is_null(), "{sampled}");
+    assert_eq!(server.metric("lmrs_infill_cache_hits_total"), 1.0);
 }
 
 #[test]
@@ -508,12 +587,14 @@ fn bad_requests_get_clear_json_errors_and_the_server_keeps_serving() {
     let (status, error) = server.post("/completion", json!({"prompt": "x", "n_predict": -7}));
     assert_eq!(status, 400);
     assert_error(&error, 400, "n_predict = -7 is out of range");
-    let (status, error) = server.post(
+    // More tokens than the context holds: generation ends where it is full (llama.cpp's answer).
+    let (status, long) = server.post(
         "/completion",
-        json!({"prompt": "x", "n_predict": 100000000}),
+        json!({"prompt": "x", "n_predict": 100000000, "temperature": 0}),
     );
-    assert_eq!(status, 400);
-    assert_error(&error, 400, "out of range");
+    assert_eq!(status, 200, "{long}");
+    let n_ctx = server.get_json("/props").1["n_ctx"].as_u64().unwrap();
+    assert!(long["tokens_predicted"].as_u64().unwrap() < n_ctx, "{long}");
 
     // A prompt longer than the context.
     let n_ctx = server.get_json("/props").1["n_ctx"].as_u64().unwrap();

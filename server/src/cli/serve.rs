@@ -35,7 +35,7 @@ pub(crate) struct ServeArgs {
     ctx_size: usize,
     /// Shortest run of cached tokens moved instead of evaluated again when a prompt changes before it
     /// (0: off)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 64)]
     cache_reuse: usize,
     /// Largest request body in bytes (413 above)
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
@@ -46,6 +46,23 @@ pub(crate) struct ServeArgs {
     /// The model's name in responses (default: the file name)
     #[arg(long)]
     alias: Option<String>,
+    /// /infill's prompt: `lmrs` (the language server's: short budgets, line-anchored order, token
+    /// healing, its stop rules, greedy unless a temperature is sent) or `llama.cpp` (llama.cpp's
+    /// server's layout and budgets)
+    #[arg(long, default_value = "lmrs", value_parser = ["lmrs", "llama.cpp"])]
+    infill_prompt: String,
+    /// /infill (lmrs prompt): tokens of code before the cursor
+    #[arg(long, default_value_t = 384, value_name = "TOKENS")]
+    prefix_tokens: usize,
+    /// /infill (lmrs prompt): tokens of code after the cursor
+    #[arg(long, default_value_t = 128, value_name = "TOKENS")]
+    suffix_tokens: usize,
+    /// /infill (lmrs prompt): tokens of `input_extra` chunks (other files), taken from the prefix's
+    #[arg(long, default_value_t = 256, value_name = "TOKENS")]
+    context_tokens: usize,
+    /// Greedy /infill answers kept for repeated requests and for typing through (0: no cache)
+    #[arg(long, default_value_t = 256, value_name = "ANSWERS")]
+    infill_cache: usize,
 }
 
 impl ServeArgs {
@@ -64,6 +81,11 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             cors: self.cors.clone(),
             alias: self.alias.clone(),
+            infill_lmrs_layout: self.infill_prompt == "lmrs",
+            prefix_tokens: self.prefix_tokens,
+            suffix_tokens: self.suffix_tokens,
+            context_tokens: self.context_tokens,
+            infill_cache: self.infill_cache,
         }
     }
 }

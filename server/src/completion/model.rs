@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use lmrs::{
     CancelFlag, GeneratedToken, InferError, InferenceFeedback, InferenceParameters, InferenceStats,
     LoadError, Model, ModelParams, RunnerUp, Session, SessionParams, StopReason, TokenId,
+    Tokenizer,
 };
 
 use tracing::warn;
@@ -262,37 +263,14 @@ impl CompletionModel {
         self.encode(text).len()
     }
 
-    /// The id of a FIM token, if the model has it.
-    pub(crate) fn fim_token(&self, token: FimToken) -> Option<TokenId> {
-        let fim = self.model.tokenizer().fim();
-        match token {
-            FimToken::Prefix => fim.prefix,
-            FimToken::Suffix => fim.suffix,
-            FimToken::Middle => fim.middle,
-            FimToken::RepoName => fim.repo_name,
-            FimToken::FileSep => fim.file_separator,
-        }
-    }
-
     /// Which FIM features the model supports.
     pub(crate) fn fim_support(&self) -> FimSupport {
-        let has = |t| self.fim_token(t).is_some();
-        FimSupport {
-            fim: has(FimToken::Prefix) && has(FimToken::Suffix) && has(FimToken::Middle),
-            repo: has(FimToken::RepoName) && has(FimToken::FileSep),
-        }
+        fim_support_of(self.model.tokenizer())
     }
 
     /// Prompt segments → token ids.
     pub(crate) fn segments_to_tokens(&self, segments: &[Segment]) -> Vec<TokenId> {
-        let mut out = Vec::new();
-        for seg in segments {
-            match seg {
-                Segment::Text(t) => out.extend(self.encode(t)),
-                Segment::Token(t) => out.extend(self.fim_token(*t)),
-            }
-        }
-        out
+        segments_to_tokens(self.model.tokenizer(), segments)
     }
 
     /// Generates after `req.prompt`, calling `on_token` with each token and its runner-up with
@@ -506,6 +484,39 @@ fn running_here() -> usize {
                 == Some("R")
         })
         .count()
+}
+
+/// The id of a FIM token in `tokenizer`'s vocabulary, if it has it.
+pub(crate) fn fim_token_id(tokenizer: &Tokenizer, token: FimToken) -> Option<TokenId> {
+    let fim = tokenizer.fim();
+    match token {
+        FimToken::Prefix => fim.prefix,
+        FimToken::Suffix => fim.suffix,
+        FimToken::Middle => fim.middle,
+        FimToken::RepoName => fim.repo_name,
+        FimToken::FileSep => fim.file_separator,
+    }
+}
+
+/// Which FIM features `tokenizer`'s vocabulary supports.
+pub(crate) fn fim_support_of(tokenizer: &Tokenizer) -> FimSupport {
+    let has = |t| fim_token_id(tokenizer, t).is_some();
+    FimSupport {
+        fim: has(FimToken::Prefix) && has(FimToken::Suffix) && has(FimToken::Middle),
+        repo: has(FimToken::RepoName) && has(FimToken::FileSep),
+    }
+}
+
+/// Prompt segments → token ids (text tokenized without parsing special tokens).
+pub(crate) fn segments_to_tokens(tokenizer: &Tokenizer, segments: &[Segment]) -> Vec<TokenId> {
+    let mut out = Vec::new();
+    for seg in segments {
+        match seg {
+            Segment::Text(t) => out.extend(tokenizer.encode(t, false)),
+            Segment::Token(t) => out.extend(fim_token_id(tokenizer, *t)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

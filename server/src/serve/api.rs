@@ -14,8 +14,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::infill::{build_infill_prompt, ExtraChunk, InfillInput};
-use super::slots::{GenerationJob, Outcome, TokenProbs};
+use super::infill::{
+    build_editor_prompt, build_infill_prompt, EditorBudgets, ExtraChunk, InfillInput, InfillLayout,
+};
+use super::slots::{EditorRules, GenerationJob, Outcome, TokenProbs};
 use super::stops::{StopType, TextRules};
 
 /// Most log-probabilities per token a request may ask for.
@@ -150,14 +152,23 @@ pub(crate) struct DetokenizeRequest {
     pub(crate) tokens: Vec<i64>,
 }
 
-/// The slot's context size and count, which requests are checked against.
+/// The slot's context size and count, which requests are checked against, and the server's
+/// `/infill` settings.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
     /// Context size of each slot.
     pub(crate) n_ctx: usize,
     /// Slots in all.
     pub(crate) slots: usize,
+    /// The prompt layout of `/infill`.
+    pub(crate) infill_layout: InfillLayout,
+    /// The budgets of its `lmrs` layout.
+    pub(crate) editor_budgets: EditorBudgets,
 }
+
+/// Generation time from the first token of an `/infill` answer in the `lmrs` layout when the
+/// request sets no `t_max_predict_ms` (the language server's default budget).
+const EDITOR_TIME_BUDGET: Duration = Duration::from_millis(800);
 
 /// A checked token id.
 fn token_id(tokenizer: &Tokenizer, value: i64) -> Result<TokenId, ApiError> {
@@ -235,10 +246,12 @@ fn max_tokens(
     let room = n_ctx - prompt_len;
     match requested.unwrap_or(default) {
         -1 => Ok(room),
-        n if n < -1 || n as u64 > n_ctx as u64 => Err(ApiError::bad_request(format!(
-            "n_predict = {n} is out of range: use -1 (until the context is full) or 0 to {n_ctx} (the context size)"
+        n if n < -1 => Err(ApiError::bad_request(format!(
+            "n_predict = {n} is out of range: use -1 (until the context is full) or a number of tokens"
         ))),
-        n => Ok((n as usize).min(room)),
+        // More than the context holds ends where it is full, as llama.cpp's server does (clients
+        // configured for a bigger context keep working).
+        n => Ok(usize::try_from(n).unwrap_or(usize::MAX).min(room)),
     }
 }
 
@@ -358,6 +371,7 @@ pub(crate) fn make_job(
                 .unwrap_or_default(),
             n_indent,
         },
+        editor: None,
         // Checked, then not applied: llama-server accepts `t_max_prompt_ms` and ignores it (a
         // TODO there), and llama.vim sends 500 ms expecting whole prompts evaluated. Applied, it
         // emptied every fimbench answer (its files' prompts take 1-3 s): EM 0.000 against 0.325.
@@ -378,7 +392,9 @@ pub(crate) fn completion_job(
     make_job(prompt, &request.fields, -1, limits)
 }
 
-/// The job of `POST /infill`.
+/// The job of `POST /infill`. In the `lmrs` layout it is greedy unless the request sends a
+/// `temperature` (llama.vim's `samplers` leave temperature out, and code completion wants the
+/// model's best guess), and `t_max_predict_ms` bounds the whole generation from its first token.
 pub(crate) fn infill_job(
     model: &Model,
     request: &InfillRequest,
@@ -398,9 +414,29 @@ pub(crate) fn infill_job(
         n_predict,
         n_ctx: limits.n_ctx,
     };
-    let prompt = build_infill_prompt(model.tokenizer(), &input)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    make_job(prompt, &request.fields, -1, limits)
+    match limits.infill_layout {
+        InfillLayout::LlamaCpp => {
+            let prompt = build_infill_prompt(model.tokenizer(), &input)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            make_job(prompt, &request.fields, -1, limits)
+        }
+        InfillLayout::Lmrs => {
+            let prompt = build_editor_prompt(model.tokenizer(), &input, &limits.editor_budgets)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let mut fields = request.fields.clone();
+            fields.temperature = Some(fields.temperature.unwrap_or(0.0));
+            let time_budget =
+                millis("t_max_predict_ms", fields.t_max_predict_ms)?.unwrap_or(EDITOR_TIME_BUDGET);
+            fields.t_max_predict_ms = None;
+            let mut job = make_job(prompt.tokens, &fields, -1, limits)?;
+            job.editor = Some(EditorRules {
+                stop: prompt.stop,
+                heal: prompt.heal,
+                time_budget,
+            });
+            Ok(job)
+        }
+    }
 }
 
 /// The jobs of `POST /v1/completions`, one per choice.

@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     generated_tokens: AtomicU64,
     generations_cancelled: AtomicU64,
     rejected_queue_full: AtomicU64,
+    infill_cache_hits: AtomicU64,
 }
 
 /// The gauges read from the slot pool when `/metrics` is asked.
@@ -86,6 +87,11 @@ impl Metrics {
     /// Counts a generation its client abandoned.
     pub(crate) fn record_cancelled(&self) {
         self.generations_cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an `/infill` answered from the suggestion cache, with no model call.
+    pub(crate) fn record_infill_cache_hit(&self) {
+        self.infill_cache_hits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request turned away because the queue was full.
@@ -180,6 +186,12 @@ impl Metrics {
             "lmrs_requests_rejected_queue_full_total",
             "Requests answered 503 because every slot was busy and the queue full.",
             load(&self.rejected_queue_full),
+        );
+        counter(
+            &mut out,
+            "lmrs_infill_cache_hits_total",
+            "/infill requests answered from the suggestion cache (same context, or typed through).",
+            load(&self.infill_cache_hits),
         );
         gauge(
             &mut out,

@@ -5,7 +5,11 @@
 //!   `n_predict`, `n_indent`, `t_max_prompt_ms`, `t_max_predict_ms`, sampling fields) and
 //!   `POST /completion` (a raw prompt, text with special tokens or token ids), both answering
 //!   llama.cpp's fields (`content`, `tokens_cached`, `stop_type`, `timings`, ...), streamed as
-//!   server-sent events with `"stream": true`;
+//!   server-sent events with `"stream": true`. `/infill` builds the language server's prompt by
+//!   default (`--infill-prompt lmrs`: its budgets, line-anchored order, token healing and stop
+//!   rules, greedy), or llama.cpp's (`--infill-prompt llama.cpp`); its greedy answers are kept in
+//!   the language server's suggestion cache, so a request per keystroke that types through an
+//!   earlier answer is answered with no model call;
 //! - `POST /v1/completions` (OpenAI; fill-in-the-middle when `suffix` is given; `n` choices; SSE
 //!   ending with `data: [DONE]`), `GET /v1/models`;
 //! - `GET /health`, `GET /metrics` (Prometheus), `GET /props` (model, context, FIM tokens),
@@ -34,17 +38,19 @@ mod stops;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context as _};
 use axum::http::HeaderValue;
 use lmrs::{Model, ModelParams, SessionParams};
 use tracing::{error, info};
 
+use self::infill::{EditorBudgets, InfillLayout};
 use self::metrics::Metrics;
 use self::routes::{AppState, Ready};
 use self::slots::SlotPool;
 use crate::completion::model::PROMPT_BATCH_TOKENS;
+use crate::lsp::cache::CompletionCache;
 
 /// Everything `lmrs serve` is told on its command line.
 #[derive(Clone, Debug)]
@@ -73,7 +79,21 @@ pub struct ServeOptions {
     pub cors: Option<String>,
     /// The model's name in responses (default: the file name).
     pub alias: Option<String>,
+    /// `/infill`'s prompt layout: the language server's (`true`, the default) or llama.cpp's.
+    pub infill_lmrs_layout: bool,
+    /// Tokens before the cursor in the `lmrs` layout.
+    pub prefix_tokens: usize,
+    /// Tokens after the cursor in the `lmrs` layout.
+    pub suffix_tokens: usize,
+    /// Tokens of `input_extra` chunks in the `lmrs` layout.
+    pub context_tokens: usize,
+    /// `/infill` answers kept for repeated and typed-through requests (0: no cache).
+    pub infill_cache: usize,
 }
+
+/// Characters typed through a cached `/infill` answer before the model is asked again (the
+/// language server's default).
+const INFILL_CACHE_MAX_TYPED: usize = 32;
 
 /// Most slots a server may have.
 const MAX_SLOTS: usize = 256;
@@ -165,7 +185,30 @@ fn load(options: &ServeOptions, metrics: Arc<Metrics>) -> anyhow::Result<Ready> 
         n_ctx,
         "model loaded"
     );
-    Ok(Ready { model, pool, n_ctx })
+    let infill_layout = if options.infill_lmrs_layout {
+        InfillLayout::Lmrs
+    } else {
+        InfillLayout::LlamaCpp
+    };
+    let editor_budgets = EditorBudgets {
+        prefix_tokens: options.prefix_tokens,
+        suffix_tokens: options.suffix_tokens,
+        context_tokens: options.context_tokens,
+    };
+    let infill_cache = (options.infill_cache > 0).then(|| {
+        Mutex::new(CompletionCache::new(
+            options.infill_cache,
+            INFILL_CACHE_MAX_TYPED,
+        ))
+    });
+    Ok(Ready {
+        model,
+        pool,
+        n_ctx,
+        infill_layout,
+        editor_budgets,
+        infill_cache,
+    })
 }
 
 /// Runs the server until Ctrl-C / SIGTERM, or until loading the model fails (that error).

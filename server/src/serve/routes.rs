@@ -4,8 +4,9 @@
 //! for its outcome, or stream its text as server-sent events.
 
 use std::convert::Infallible;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -23,8 +24,11 @@ use serde_json::{json, Value};
 
 use super::api::{self, Limits};
 use super::error::{from_rejection, ApiError};
+use super::infill::{EditorBudgets, InfillLayout};
 use super::metrics::Metrics;
 use super::slots::{JobHandle, Outcome, SlotEvent, SlotPool};
+use super::stops::StopType;
+use crate::lsp::cache::{CompletionCache, Hit};
 
 /// What exists once the model is loaded.
 pub(crate) struct Ready {
@@ -34,6 +38,12 @@ pub(crate) struct Ready {
     pub(crate) pool: Arc<SlotPool>,
     /// Each slot's context size.
     pub(crate) n_ctx: usize,
+    /// The prompt layout of `/infill`.
+    pub(crate) infill_layout: InfillLayout,
+    /// The budgets of its `lmrs` layout.
+    pub(crate) editor_budgets: EditorBudgets,
+    /// Recent `/infill` answers by the text around the cursor (`None`: `--infill-cache 0`).
+    pub(crate) infill_cache: Option<Mutex<CompletionCache>>,
 }
 
 /// Everything the handlers share.
@@ -59,6 +69,8 @@ impl AppState {
         Limits {
             n_ctx: ready.n_ctx,
             slots: ready.pool.slot_count(),
+            infill_layout: ready.infill_layout,
+            editor_budgets: ready.editor_budgets,
         }
     }
 }
@@ -322,7 +334,10 @@ async fn completion(
     llama_response(&state, handle, stream).await
 }
 
-/// `POST /infill`.
+/// `POST /infill`. A deterministic request (greedy, whole answer at once, no probabilities) is
+/// first looked up in the suggestion cache, as the language server does: the same context again,
+/// or the user typed the first characters of an earlier answer on the cursor line (llama.vim sends
+/// a request per keystroke), is answered at once with what is left, with no model call.
 async fn infill(
     State(state): State<Shared>,
     ApiJson(request): ApiJson<api::InfillRequest>,
@@ -331,9 +346,105 @@ async fn infill(
     let model = Arc::clone(&ready.model);
     let limits = AppState::limits(ready);
     let stream = request.fields.stream;
+    let cache = ready
+        .infill_cache
+        .as_ref()
+        .filter(|_| infill_is_cacheable(&request, limits.infill_layout))
+        .map(|cache| (cache, InfillCacheKey::of(&request)));
+    if let Some((cache, key)) = &cache {
+        let hit = lock_cache(cache).lookup(&key.before, &key.after);
+        if let Some(hit) = hit {
+            state.metrics.record_infill_cache_hit();
+            return Ok(Json(cached_infill_json(&hit, &state.model_alias)).into_response());
+        }
+    }
     let job = on_blocking_pool(move || api::infill_job(&model, &request, limits)).await?;
     let handle = ready.pool.submit(job)?;
-    llama_response(&state, handle, stream).await
+    let Some((cache, key)) = cache else {
+        return llama_response(&state, handle, stream).await;
+    };
+    let outcome = outcome(handle).await?;
+    lock_cache(cache).insert(&key.before, &key.after, &outcome.content);
+    Ok(Json(api::final_json(
+        &outcome,
+        &state.model_alias,
+        &outcome.content,
+    ))
+    .into_response())
+}
+
+/// Whether an `/infill` answer may come from (and go to) the suggestion cache: it is what the
+/// model would say again (greedy), whole (not streamed), without per-token data, and the client
+/// did not turn caching off.
+fn infill_is_cacheable(request: &api::InfillRequest, layout: InfillLayout) -> bool {
+    let fields = &request.fields;
+    let greedy = match fields.temperature {
+        Some(t) => t <= 0.0,
+        // The `lmrs` layout is greedy by default (see `api::infill_job`).
+        None => layout == InfillLayout::Lmrs,
+    };
+    greedy
+        && !fields.stream
+        && fields.n_probs.unwrap_or(0) == 0
+        && fields.cache_prompt != Some(false)
+}
+
+/// The suggestion cache's view of an `/infill` request: the text before the cursor, and the text
+/// after it behind a digest of everything else that shapes the answer (other files, budgets,
+/// sampling, stop rules), so that only a request that would be answered the same way matches.
+struct InfillCacheKey {
+    before: String,
+    after: String,
+}
+
+impl InfillCacheKey {
+    fn of(request: &api::InfillRequest) -> Self {
+        let mut fields = request.fields.clone();
+        // Where and how the answer is made or sent does not change it.
+        fields.id_slot = None;
+        fields.t_max_prompt_ms = None;
+        fields.cache_prompt = None;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        format!("{fields:?}").hash(&mut hasher);
+        for chunk in &request.input_extra {
+            chunk.filename.hash(&mut hasher);
+            chunk.text.hash(&mut hasher);
+        }
+        Self {
+            before: format!("{}{}", request.input_prefix, request.prompt),
+            after: format!("{:016x}\n{}", hasher.finish(), request.input_suffix),
+        }
+    }
+}
+
+fn lock_cache(cache: &Mutex<CompletionCache>) -> std::sync::MutexGuard<'_, CompletionCache> {
+    // Nothing panics while the lock is held; recover anyway.
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The answer of an `/infill` found in the cache: llama.cpp's fields, no slot, nothing evaluated.
+fn cached_infill_json(hit: &Hit, model_alias: &str) -> Value {
+    let content = hit.text();
+    let outcome = Outcome {
+        slot: 0,
+        content: content.to_owned(),
+        tokens: Vec::new(),
+        stop_type: StopType::Eos,
+        stopping_word: String::new(),
+        prompt_tokens: 0,
+        prompt_cached: 0,
+        prompt_evaluated: 0,
+        prompt_ms: 0.0,
+        predicted: 0,
+        predicted_ms: 0.0,
+        tokens_cached: 0,
+    };
+    let mut answer = api::final_json(&outcome, model_alias, content);
+    answer["id_slot"] = json!(-1);
+    answer["cache_hit"] = json!(true);
+    answer
 }
 
 /// llama.cpp's answer: one JSON object, or a stream of `data: {...}` events whose last one has

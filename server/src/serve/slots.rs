@@ -30,6 +30,7 @@ use tracing::{debug, error, warn};
 use super::error::ApiError;
 use super::metrics::{Metrics, PoolGauges};
 use super::stops::{StopType, TextRules};
+use crate::completion::stop_rules::{StopContext, StopRules};
 
 /// One generation to run on a slot.
 #[derive(Clone, Debug)]
@@ -42,6 +43,9 @@ pub(crate) struct GenerationJob {
     pub(crate) sampling: InferenceParameters,
     /// Stop strings and `n_indent`.
     pub(crate) rules: TextRules,
+    /// The language server's stop rules, for `/infill` in the `lmrs` layout: the text goes out
+    /// once they have finished it (they may take text back).
+    pub(crate) editor: Option<EditorRules>,
     /// Most time for evaluating the prompt, from when a slot starts it (`t_max_prompt_ms`).
     pub(crate) max_prompt_time: Option<Duration>,
     /// After the first line, most time for generating (`t_max_predict_ms`).
@@ -50,6 +54,18 @@ pub(crate) struct GenerationJob {
     pub(crate) preferred_slot: Option<usize>,
     /// Whether the prompt may reuse the slot's cached tokens (`cache_prompt`, on by default).
     pub(crate) reuse_cache: bool,
+}
+
+/// The language server's stop rules for one job (see [`crate::completion::stop_rules`]).
+#[derive(Clone, Debug)]
+pub(crate) struct EditorRules {
+    /// The cursor line and what follows it.
+    pub(crate) stop: StopContext,
+    /// Healed text the generation must start with; it is not part of the answer.
+    pub(crate) heal: String,
+    /// Most generation time from the first token; past it the answer ends (an unfinished last
+    /// name on the first line is dropped, an unfinished later line too).
+    pub(crate) time_budget: Duration,
 }
 
 /// A generated token with its top log-probabilities (when asked for).
@@ -402,6 +418,9 @@ fn run_job(
     let mut sampling = job.sampling.clone();
     sampling.prompt_deadline = job.max_prompt_time.map(|budget| Instant::now() + budget);
     let want_probs = sampling.logprobs > 0;
+    if let Some(editor) = &job.editor {
+        return run_editor_job(slot, session, job, editor, sampling, cancel, events);
+    }
 
     let mut text = String::new();
     let mut sent = 0;
@@ -453,20 +472,7 @@ fn run_job(
         Err(InferError::Cancelled) => return Err(JobFailure::Cancelled),
         Err(InferError::PromptDeadline { .. }) => {
             // The prompt took longer than `t_max_prompt_ms`: an empty suggestion, as a budget.
-            return Ok(Outcome {
-                slot,
-                content: String::new(),
-                tokens: Vec::new(),
-                stop_type: StopType::Limit,
-                stopping_word: String::new(),
-                prompt_tokens: job.prompt.len(),
-                prompt_cached: common_prefix_len(session.tokens(), &job.prompt),
-                prompt_evaluated: 0,
-                prompt_ms: job.max_prompt_time.map_or(0.0, |d| d.as_secs_f64() * 1e3),
-                predicted: 0,
-                predicted_ms: 0.0,
-                tokens_cached: session.tokens().len(),
-            });
+            return Ok(prompt_cut_outcome(slot, session, job));
         }
         Err(other) => {
             return Err(JobFailure::Api(ApiError::internal(format!(
@@ -507,6 +513,129 @@ fn run_job(
     })
 }
 
+/// [`run_job`] under the language server's stop rules (`/infill` in the `lmrs` layout): the
+/// generation must start with the healed text, special tokens are never sampled, and the
+/// finished text goes out in one piece.
+fn run_editor_job(
+    slot: usize,
+    session: &mut Session,
+    job: &GenerationJob,
+    editor: &EditorRules,
+    mut sampling: InferenceParameters,
+    cancel: &CancelFlag,
+    events: &UnboundedSender<SlotEvent>,
+) -> Result<Outcome, JobFailure> {
+    sampling.required_prefix = editor.heal.as_bytes().to_vec();
+    sampling.suppress_special = true;
+    if sampling.temperature <= 0.0 {
+        sampling.top_k = 1;
+    }
+    let want_probs = sampling.logprobs > 0;
+    let model = Arc::clone(session.model());
+    let mut rules = StopRules::new(editor.stop.clone(), &editor.heal);
+    let mut generated_ids = Vec::new();
+    let mut token_probs = Vec::new();
+    let mut text_stop = None;
+    let mut deadline: Option<Instant> = None;
+    let mut late = false;
+    let result = session.infer(&job.prompt[..], job.max_tokens, &sampling, |token| {
+        if cancel.is_cancelled() || events.is_closed() {
+            return InferenceFeedback::Halt;
+        }
+        if model.tokenizer().is_special(token.id) {
+            return InferenceFeedback::Halt;
+        }
+        let now = Instant::now();
+        if now >= *deadline.get_or_insert(now + editor.time_budget) {
+            late = true;
+            return InferenceFeedback::Halt;
+        }
+        generated_ids.push(token.id);
+        if want_probs {
+            token_probs.push(TokenProbs {
+                id: token.id,
+                top: token.logprobs.to_vec(),
+            });
+        }
+        let feedback = rules.push(token.text);
+        // The client's stop strings and `n_indent` apply too.
+        if let Some(stop) = job.rules.check(rules.text()) {
+            text_stop = Some(stop);
+            return InferenceFeedback::Halt;
+        }
+        feedback
+    });
+    if cancel.is_cancelled() || events.is_closed() {
+        return Err(JobFailure::Cancelled);
+    }
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(InferError::Cancelled) => return Err(JobFailure::Cancelled),
+        Err(InferError::PromptDeadline { .. }) => {
+            return Ok(prompt_cut_outcome(slot, session, job))
+        }
+        Err(other) => {
+            return Err(JobFailure::Api(ApiError::internal(format!(
+                "generation failed: {other}"
+            ))))
+        }
+    };
+    let budget_cut = late || matches!(stats.stop, StopReason::MaxTokens | StopReason::ContextFull);
+    if late {
+        rules.end_before_unfinished_name();
+    }
+    let mut text = rules.finish(budget_cut);
+    let (stop_type, stopping_word) = match text_stop {
+        Some(stop) => {
+            text.truncate(stop.cut.min(text.len()));
+            while !text.is_char_boundary(text.len()) {
+                text.pop();
+            }
+            (stop.stop_type, stop.word)
+        }
+        None if budget_cut => (StopType::Limit, String::new()),
+        None => (StopType::Eos, String::new()),
+    };
+    if !text.is_empty() {
+        let _ = events.send(SlotEvent::Text {
+            text: text.clone(),
+            tokens: token_probs,
+        });
+    }
+    Ok(Outcome {
+        slot,
+        content: text,
+        tokens: generated_ids,
+        stop_type,
+        stopping_word,
+        prompt_tokens: job.prompt.len(),
+        prompt_cached: stats.prompt.reused,
+        prompt_evaluated: stats.prompt.evaluated,
+        prompt_ms: stats.prompt.millis,
+        predicted: stats.generated,
+        predicted_ms: stats.generation_millis,
+        tokens_cached: session.tokens().len(),
+    })
+}
+
+/// The outcome of a job whose prompt took longer than `t_max_prompt_ms`: an empty answer.
+fn prompt_cut_outcome(slot: usize, session: &Session, job: &GenerationJob) -> Outcome {
+    Outcome {
+        slot,
+        content: String::new(),
+        tokens: Vec::new(),
+        stop_type: StopType::Limit,
+        stopping_word: String::new(),
+        prompt_tokens: job.prompt.len(),
+        prompt_cached: common_prefix_len(session.tokens(), &job.prompt),
+        prompt_evaluated: 0,
+        prompt_ms: job.max_prompt_time.map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        predicted: 0,
+        predicted_ms: 0.0,
+        tokens_cached: session.tokens().len(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,6 +654,7 @@ mod tests {
             max_tokens: 1,
             sampling: InferenceParameters::greedy(),
             rules: TextRules::default(),
+            editor: None,
             max_prompt_time: None,
             max_predict_time: None,
             preferred_slot: preferred,
