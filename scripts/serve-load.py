@@ -192,6 +192,35 @@ def metrics(url, api_key):
     return values
 
 
+class RssSampler:
+    """Samples a process's VmRSS (KiB) every half second on a thread of its own."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.samples = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def sample(self):
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        self.samples.append(int(line.split()[1]))
+        except OSError:
+            pass
+
+    def run(self):
+        while not self.done.wait(0.5):
+            self.sample()
+
+    def stop(self):
+        self.sample()
+        self.done.set()
+        self.thread.join()
+
+
 def percentile(values, p):
     if not values:
         return float("nan")
@@ -209,11 +238,13 @@ def main():
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--disconnect-every", type=int, default=0, help="abandon every K-th request (0: never)")
     parser.add_argument("--disconnect-after", type=float, default=0.2, help="seconds before abandoning")
+    parser.add_argument("--server-pid", type=int, help="sample this process's resident memory (Linux /proc) during the run")
     args = parser.parse_args()
     url = urllib.parse.urlparse(args.url)
 
     results = Results()
     cursors = positions(args.clients * args.requests)
+    rss = RssSampler(args.server_pid) if args.server_pid else None
     started = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i, args, url, results, cursors)) for i in range(args.clients)]
     for t in threads:
@@ -221,6 +252,8 @@ def main():
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    if rss:
+        rss.stop()
 
     ok = results.by_status.get(200, 0)
     print(f"clients {args.clients} x requests {args.requests}, n_predict {args.n_predict}: {wall:.1f} s")
@@ -251,6 +284,13 @@ def main():
         f"cancelled generations {gauges.get('lmrs_generations_cancelled_total')}, "
         f"503s {gauges.get('lmrs_requests_rejected_queue_full_total')}"
     )
+    if rss and rss.samples:
+        mib = [kib / 1024 for kib in rss.samples]
+        quarter = max(1, len(mib) // 4)
+        print(
+            f"server RSS: start {mib[0]:.0f} MiB, first quarter max {max(mib[:quarter]):.0f} MiB, "
+            f"last quarter max {max(mib[-quarter:]):.0f} MiB, peak {max(mib):.0f} MiB ({len(mib)} samples)"
+        )
     unexpected = {k: v for k, v in results.by_status.items() if k not in (200, 503)}
     leaked = busy not in (0, None) or queued not in (0, None)
     if unexpected or leaked:
