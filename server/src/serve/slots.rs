@@ -21,16 +21,16 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lmrs::{
-    CancelFlag, InferError, InferenceFeedback, InferenceParameters, Model, Session, SessionParams,
-    StopReason, TokenId,
+    CancelFlag, InferError, InferenceFeedback, InferenceParameters, InferenceStats, Model, Session,
+    SessionParams, StopReason, TokenId,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, error, warn};
 
 use super::error::ApiError;
 use super::metrics::{Metrics, PoolGauges};
-use super::stops::{StopType, TextRules};
-use crate::completion::stop_rules::{StopContext, StopRules};
+use super::stops::{StopType, TextRules, TextStop};
+use crate::completion::stop_rules::{branch_point, Generated, StopContext, StopRules};
 
 /// One generation to run on a slot.
 #[derive(Clone, Debug)]
@@ -365,6 +365,12 @@ impl SlotPool {
                 None
             }
             Err(JobFailure::Api(e)) => Some((events, SlotEvent::Done(Err(e)))),
+            Err(JobFailure::PromptCut) => Some((
+                events,
+                SlotEvent::Done(Err(ApiError::internal(
+                    "the prompt's deadline passed before it was evaluated",
+                ))),
+            )),
         }
     }
 }
@@ -375,6 +381,9 @@ enum JobFailure {
     Cancelled,
     /// An error to answer with.
     Api(ApiError),
+    /// The prompt's deadline (`t_max_prompt_ms`) passed before it was evaluated (editor jobs; the
+    /// caller answers empty).
+    PromptCut,
 }
 
 /// The free slot for `job`: its preferred one if free, otherwise the longest cached prefix (ties:
@@ -515,7 +524,9 @@ fn run_job(
 
 /// [`run_job`] under the language server's stop rules (`/infill` in the `lmrs` layout): the
 /// generation must start with the healed text, special tokens are never sampled, and the
-/// finished text goes out in one piece.
+/// finished text goes out in one piece. A first line that only repeated the line below the
+/// cursor gets one more try from the model's runner-up at the latest plausible token, as the
+/// language server's completions do ([`branch_point`]).
 fn run_editor_job(
     slot: usize,
     session: &mut Session,
@@ -525,72 +536,66 @@ fn run_editor_job(
     cancel: &CancelFlag,
     events: &UnboundedSender<SlotEvent>,
 ) -> Result<Outcome, JobFailure> {
-    sampling.required_prefix = editor.heal.as_bytes().to_vec();
     sampling.suppress_special = true;
+    sampling.runner_up = true;
     if sampling.temperature <= 0.0 {
         sampling.top_k = 1;
     }
-    let want_probs = sampling.logprobs > 0;
-    let model = Arc::clone(session.model());
-    let mut rules = StopRules::new(editor.stop.clone(), &editor.heal);
-    let mut generated_ids = Vec::new();
-    let mut token_probs = Vec::new();
-    let mut text_stop = None;
-    let mut deadline: Option<Instant> = None;
-    let mut late = false;
-    let result = session.infer(&job.prompt[..], job.max_tokens, &sampling, |token| {
-        if cancel.is_cancelled() || events.is_closed() {
-            return InferenceFeedback::Halt;
-        }
-        if model.tokenizer().is_special(token.id) {
-            return InferenceFeedback::Halt;
-        }
-        let now = Instant::now();
-        if now >= *deadline.get_or_insert(now + editor.time_budget) {
-            late = true;
-            return InferenceFeedback::Halt;
-        }
-        generated_ids.push(token.id);
-        if want_probs {
-            token_probs.push(TokenProbs {
-                id: token.id,
-                top: token.logprobs.to_vec(),
-            });
-        }
-        let feedback = rules.push(token.text);
-        // The client's stop strings and `n_indent` apply too.
-        if let Some(stop) = job.rules.check(rules.text()) {
-            text_stop = Some(stop);
-            return InferenceFeedback::Halt;
-        }
-        feedback
-    });
-    if cancel.is_cancelled() || events.is_closed() {
-        return Err(JobFailure::Cancelled);
-    }
-    let stats = match result {
-        Ok(stats) => stats,
-        Err(InferError::Cancelled) => return Err(JobFailure::Cancelled),
-        Err(InferError::PromptDeadline { .. }) => {
-            return Ok(prompt_cut_outcome(slot, session, job))
-        }
-        Err(other) => {
-            return Err(JobFailure::Api(ApiError::internal(format!(
-                "generation failed: {other}"
-            ))))
-        }
+    let first = EditorStep {
+        prompt: &job.prompt,
+        max_tokens: job.max_tokens,
+        heal: &editor.heal,
+        rules: StopRules::new(editor.stop.clone(), &editor.heal),
     };
-    let budget_cut = late || matches!(stats.stop, StopReason::MaxTokens | StopReason::ContextFull);
-    if late {
-        rules.end_before_unfinished_name();
+    let done = match first.run(session, job, editor, &sampling, cancel, events) {
+        Err(JobFailure::PromptCut) => return Ok(prompt_cut_outcome(slot, session, job)),
+        result => result?,
+    };
+    let prompt_stats = done.stats.prompt;
+    let mut predicted = done.stats.generated;
+    let mut predicted_ms = done.stats.generation_millis;
+    let mut tokens: Vec<TokenId> = done.generated.iter().map(|g| g.id).collect();
+    let repeated_first_line = done.rules.repeated_first_line();
+    let generated = done.generated.clone();
+    let (mut text, mut budget_cut, mut text_stop, probs) = done.into_text();
+    if text.is_empty() && repeated_first_line && text_stop.is_none() {
+        match branch_step(&job.prompt, &generated, editor, job.max_tokens) {
+            None => {}
+            Some(Branch::Finished(forced)) => text = forced,
+            Some(Branch::Generate {
+                prompt,
+                max_tokens,
+                heal_left,
+                rules,
+            }) => {
+                let step = EditorStep {
+                    prompt: &prompt,
+                    max_tokens,
+                    heal: &heal_left,
+                    rules,
+                };
+                match step.run(session, job, editor, &sampling, cancel, events) {
+                    // The first answer stands (empty) when the second try cannot run.
+                    Err(JobFailure::PromptCut) => {}
+                    Err(failure) => return Err(failure),
+                    Ok(again) => {
+                        predicted += again.stats.generated;
+                        predicted_ms += again.stats.generation_millis;
+                        tokens.extend(again.generated.iter().map(|g| g.id));
+                        debug!(slot, "branched away from a repeated line");
+                        (text, budget_cut, text_stop, _) = again.into_text();
+                    }
+                }
+            }
+        }
     }
-    let mut text = rules.finish(budget_cut);
     let (stop_type, stopping_word) = match text_stop {
         Some(stop) => {
-            text.truncate(stop.cut.min(text.len()));
-            while !text.is_char_boundary(text.len()) {
-                text.pop();
+            let mut cut = stop.cut.min(text.len());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
             }
+            text.truncate(cut);
             (stop.stop_type, stop.word)
         }
         None if budget_cut => (StopType::Limit, String::new()),
@@ -599,22 +604,184 @@ fn run_editor_job(
     if !text.is_empty() {
         let _ = events.send(SlotEvent::Text {
             text: text.clone(),
-            tokens: token_probs,
+            tokens: probs,
         });
     }
     Ok(Outcome {
         slot,
         content: text,
-        tokens: generated_ids,
+        tokens,
         stop_type,
         stopping_word,
         prompt_tokens: job.prompt.len(),
-        prompt_cached: stats.prompt.reused,
-        prompt_evaluated: stats.prompt.evaluated,
-        prompt_ms: stats.prompt.millis,
-        predicted: stats.generated,
-        predicted_ms: stats.generation_millis,
+        prompt_cached: prompt_stats.reused,
+        prompt_evaluated: prompt_stats.evaluated,
+        prompt_ms: prompt_stats.millis,
+        predicted,
+        predicted_ms,
         tokens_cached: session.tokens().len(),
+    })
+}
+
+/// One generation of an editor job.
+struct EditorStep<'a> {
+    prompt: &'a [TokenId],
+    max_tokens: usize,
+    /// Healed text this generation must start with.
+    heal: &'a str,
+    rules: StopRules,
+}
+
+/// What an [`EditorStep`] did.
+struct EditorDone {
+    rules: StopRules,
+    generated: Vec<Generated>,
+    token_probs: Vec<TokenProbs>,
+    text_stop: Option<TextStop>,
+    stats: InferenceStats,
+    late: bool,
+}
+
+impl EditorDone {
+    /// The finished text, whether a budget (tokens, time) ended it, the client's stop string that
+    /// did, and the tokens' probabilities.
+    fn into_text(self) -> (String, bool, Option<TextStop>, Vec<TokenProbs>) {
+        let budget_cut = self.late
+            || matches!(
+                self.stats.stop,
+                StopReason::MaxTokens | StopReason::ContextFull
+            );
+        let mut rules = self.rules;
+        if self.late {
+            rules.end_before_unfinished_name();
+        }
+        (
+            rules.finish(budget_cut),
+            budget_cut,
+            self.text_stop,
+            self.token_probs,
+        )
+    }
+}
+
+impl EditorStep<'_> {
+    fn run(
+        mut self,
+        session: &mut Session,
+        job: &GenerationJob,
+        editor: &EditorRules,
+        sampling: &InferenceParameters,
+        cancel: &CancelFlag,
+        events: &UnboundedSender<SlotEvent>,
+    ) -> Result<EditorDone, JobFailure> {
+        let mut sampling = sampling.clone();
+        sampling.required_prefix = self.heal.as_bytes().to_vec();
+        let want_probs = sampling.logprobs > 0;
+        let model = Arc::clone(session.model());
+        let tokenizer = model.tokenizer();
+        let mut generated = Vec::new();
+        let mut token_probs = Vec::new();
+        let mut text_stop = None;
+        let mut deadline: Option<Instant> = None;
+        let mut late = false;
+        let rules = &mut self.rules;
+        let result = session.infer(self.prompt, self.max_tokens, &sampling, |token| {
+            if cancel.is_cancelled() || events.is_closed() || tokenizer.is_special(token.id) {
+                return InferenceFeedback::Halt;
+            }
+            let now = Instant::now();
+            if now >= *deadline.get_or_insert(now + editor.time_budget) {
+                late = true;
+                return InferenceFeedback::Halt;
+            }
+            let runner_up = token.runner_up.and_then(|r| {
+                let text = std::str::from_utf8(tokenizer.token_bytes(r.id)).ok()?;
+                Some((r, text))
+            });
+            generated.push(Generated::new(token, runner_up));
+            if want_probs {
+                token_probs.push(TokenProbs {
+                    id: token.id,
+                    top: token.logprobs.to_vec(),
+                });
+            }
+            let feedback = rules.push(token.text);
+            // The client's stop strings and `n_indent` apply too.
+            if let Some(stop) = job.rules.check(rules.text()) {
+                text_stop = Some(stop);
+                return InferenceFeedback::Halt;
+            }
+            feedback
+        });
+        if cancel.is_cancelled() || events.is_closed() {
+            return Err(JobFailure::Cancelled);
+        }
+        let stats = match result {
+            Ok(stats) => stats,
+            Err(InferError::Cancelled) => return Err(JobFailure::Cancelled),
+            Err(InferError::PromptDeadline { .. }) => return Err(JobFailure::PromptCut),
+            Err(other) => {
+                return Err(JobFailure::Api(ApiError::internal(format!(
+                    "generation failed: {other}"
+                ))))
+            }
+        };
+        Ok(EditorDone {
+            rules: self.rules,
+            generated,
+            token_probs,
+            text_stop,
+            stats,
+            late,
+        })
+    }
+}
+
+/// The second try of an editor job whose first line repeated the next line.
+enum Branch {
+    /// The forced tokens alone finished the answer.
+    Finished(String),
+    /// Generate after `prompt` (the job's prompt, the tokens before the branch point and the
+    /// runner-up there).
+    Generate {
+        prompt: Vec<TokenId>,
+        max_tokens: usize,
+        heal_left: String,
+        rules: StopRules,
+    },
+}
+
+/// Where and how to try again after a first line that repeated the next one; `None` when no
+/// runner-up is plausible enough ([`branch_point`]).
+fn branch_step(
+    prompt: &[TokenId],
+    generated: &[Generated],
+    editor: &EditorRules,
+    max_tokens: usize,
+) -> Option<Branch> {
+    let at = branch_point(generated, &editor.heal, &editor.stop)?;
+    let (runner_up, runner_up_text) = generated[at].runner_up.as_ref()?;
+    let mut rules = StopRules::new(editor.stop.clone(), &editor.heal);
+    let mut prompt = prompt.to_vec();
+    let forced = generated[..at]
+        .iter()
+        .map(|token| (token.id, token.text.as_str()))
+        .chain(std::iter::once((runner_up.id, runner_up_text.as_str())));
+    for (id, text) in forced {
+        prompt.push(id);
+        if rules.push(text) == InferenceFeedback::Halt {
+            return Some(Branch::Finished(rules.finish(false)));
+        }
+    }
+    let max_tokens = max_tokens.saturating_sub(at + 1);
+    if max_tokens == 0 {
+        return Some(Branch::Finished(rules.finish(true)));
+    }
+    Some(Branch::Generate {
+        prompt,
+        max_tokens,
+        heal_left: rules.pending_heal().to_owned(),
+        rules,
     })
 }
 
