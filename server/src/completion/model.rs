@@ -268,7 +268,7 @@ impl CompletionModel {
         fim_support_of(self.model.tokenizer())
     }
 
-    /// Prompt segments → token ids.
+    /// Prompt segments → token ids (BOS first when the model wants it).
     pub(crate) fn segments_to_tokens(&self, segments: &[Segment]) -> Vec<TokenId> {
         segments_to_tokens(self.model.tokenizer(), segments)
     }
@@ -507,9 +507,14 @@ pub(crate) fn fim_support_of(tokenizer: &Tokenizer) -> FimSupport {
     }
 }
 
-/// Prompt segments → token ids (text tokenized without parsing special tokens).
+/// Prompt segments → token ids (text tokenized without parsing special tokens), after the BOS
+/// token when the model wants one (as llama.cpp adds it to every prompt of such a model:
+/// CodeGemma, CodeLlama, DeepSeek-Coder were trained with it).
 pub(crate) fn segments_to_tokens(tokenizer: &Tokenizer, segments: &[Segment]) -> Vec<TokenId> {
     let mut out = Vec::new();
+    if tokenizer.add_bos() {
+        out.extend(tokenizer.bos());
+    }
     for seg in segments {
         match seg {
             Segment::Text(t) => out.extend(tokenizer.encode(t, false)),
@@ -517,6 +522,50 @@ pub(crate) fn segments_to_tokens(tokenizer: &Tokenizer, segments: &[Segment]) ->
         }
     }
     out
+}
+
+#[cfg(test)]
+mod prompt_token_tests {
+    use super::*;
+
+    #[test]
+    fn prompts_start_with_bos_exactly_when_the_model_wants_it() {
+        use lmrs_fixtures::tiny::{write_tiny_model, TinyArch};
+        let segments = [
+            Segment::Token(FimToken::Prefix),
+            Segment::Text("x = ".into()),
+            Segment::Token(FimToken::Suffix),
+            Segment::Token(FimToken::Middle),
+        ];
+        for arch in [TinyArch::Llama, TinyArch::Qwen2] {
+            let path = std::env::temp_dir().join(format!(
+                "lmrs-bos-{}-{}.gguf",
+                arch.name(),
+                std::process::id()
+            ));
+            write_tiny_model(&path, arch, 3).unwrap();
+            let model = Model::load(&path, ModelParams::default()).unwrap();
+            let tokenizer = model.tokenizer();
+            let tokens = segments_to_tokens(tokenizer, &segments);
+            let fim = tokenizer.fim();
+            let mut expected: Vec<TokenId> = Vec::new();
+            if arch.adds_bos() {
+                expected.extend(tokenizer.bos());
+            }
+            expected.extend(fim.prefix);
+            expected.extend(tokenizer.encode("x = ", false));
+            expected.extend(fim.suffix);
+            expected.extend(fim.middle);
+            assert_eq!(tokens, expected, "{}", arch.name());
+            assert_eq!(
+                tokens.first() == tokenizer.bos().as_ref(),
+                arch.adds_bos(),
+                "{}",
+                arch.name()
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -253,11 +253,7 @@ pub(crate) fn build_editor_prompt(
         },
     };
     let built = build_prompt(&prompt_input, fim, &params, &count);
-    let mut tokens = Vec::new();
-    if tokenizer.add_bos() {
-        tokens.extend(tokenizer.bos());
-    }
-    tokens.extend(segments_to_tokens(tokenizer, &built.segments));
+    let tokens = segments_to_tokens(tokenizer, &built.segments);
     let stop = StopContext::new(
         around.line_before_cursor(),
         &around.suffix,
