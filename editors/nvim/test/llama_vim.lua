@@ -18,22 +18,32 @@ local GHOST_TEXT_WAIT_MS = 60000
 local function log(msg) io.stderr:write('[llama-vim] ' .. msg .. '\n') end
 
 -- llama.vim keeps each raw /infill answer it took (by context hash, so one answer may be there
--- several times): their text, why generation stopped, and the server's timings.
-local function log_answers()
-  local seen = {}
+-- several times). Returns them decoded (nil for one that is not a JSON object).
+local function answers()
+  local seen, list = {}, {}
   for _, raw in pairs(vim.g.cache_data or {}) do
     if not seen[raw] then
       seen[raw] = true
       local ok, answer = pcall(vim.json.decode, raw)
-      if ok and type(answer) == 'table' then
-        local t = type(answer.timings) == 'table' and answer.timings or {}
-        log(('/infill answer: %q (stop_type %s, prompt %s tokens, predicted %s tokens in %s ms)'):format(
-          tostring(answer.content), tostring(answer.stop_type), tostring(t.prompt_n or answer['timings/prompt_n']),
-          tostring(t.predicted_n or answer['timings/predicted_n']),
-          tostring(t.predicted_ms or answer['timings/predicted_ms'])))
-      else
-        log('/infill answer (not JSON): ' .. raw)
-      end
+      table.insert(list, { raw = raw, answer = ok and type(answer) == 'table' and answer or nil })
+    end
+  end
+  return list
+end
+
+-- Their text, fields and the server's timings. llama.vim asks for its fields by path
+-- (`response_fields`) and reads the timings it shows from flat keys such as `timings/prompt_n`.
+local function log_answers()
+  for _, entry in ipairs(answers()) do
+    local answer = entry.answer
+    if answer then
+      local keys = vim.tbl_keys(answer)
+      table.sort(keys)
+      log(('/infill answer: %q (prompt %s tokens in %s ms, predicted %s tokens in %s ms; fields %s)'):format(
+        tostring(answer.content), tostring(answer['timings/prompt_n']), tostring(answer['timings/prompt_ms']),
+        tostring(answer['timings/predicted_n']), tostring(answer['timings/predicted_ms']), table.concat(keys, ' ')))
+    else
+      log('/infill answer (not a JSON object): ' .. entry.raw)
     end
   end
 end
@@ -145,6 +155,11 @@ local function main()
   local suggestion, info, at = ghost_text()
   log(('ghost text: %q'):format(table.concat(suggestion, '\n')))
   log(('info: %q'):format(vim.trim(info)))
+  -- The answers carry the timings llama.vim shows, under the paths it asked for.
+  for _, entry in ipairs(answers()) do
+    assert(entry.answer and entry.answer['timings/predicted_n'] ~= nil and entry.answer['timings/prompt_ms'] ~= nil,
+      'an /infill answer lacks the response_fields llama.vim asked for (timings/...): ' .. entry.raw)
+  end
   local cursor = api.nvim_win_get_cursor(0)
   assert(at[1] == cursor[1] - 1 and at[2] == #typed,
     ('ghost text at %d:%d, cursor at %d:%d'):format(at[1], at[2], cursor[1] - 1, cursor[2]))
