@@ -29,7 +29,7 @@ trap stop_server EXIT
 # `--port 0` prints `lmrs serve: listening on http://ADDRESS` on stdout.
 URL=
 for _ in $(seq 200); do
-  URL=$(sed -n 's/^lmrs serve: listening on \(http:[^ ]*\).*/\1/p' "$WORK/serve.out")
+  URL=$(sed -n 's/^lmrs serve: listening on \(http:[^ ]*\).*/\1/p' "$WORK/serve.out" 2>/dev/null)
   [[ -n $URL ]] && break
   kill -0 "$SERVER" 2>/dev/null || { say "lmrs serve exited:"; tail -n 20 "$WORK/serve.log"; exit 1; }
   sleep 0.1
