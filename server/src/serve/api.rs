@@ -4,8 +4,7 @@
 //!
 //! Fields llama.vim and llama.vscode send that lmrs does not act on are accepted and ignored:
 //! `samplers` (the sampler order is the engine's: penalty, top-k, top-p, min-p, temperature;
-//! llama.cpp's `infill` sampler is not implemented), `cache_prompt: true` (always on),
-//! `response_fields`, `model`.
+//! llama.cpp's `infill` sampler is not implemented), `cache_prompt: true` (always on), `model`.
 
 use std::time::Duration;
 
@@ -85,6 +84,10 @@ pub(crate) struct GenerationFields {
     /// Stream the text as server-sent events.
     #[serde(default)]
     pub(crate) stream: bool,
+    /// The only fields of a whole (not streamed) answer to send, as paths (`timings/prompt_n`);
+    /// empty = all (see `super::response_fields`).
+    #[serde(default)]
+    pub(crate) response_fields: Vec<String>,
 }
 
 /// `POST /completion`.

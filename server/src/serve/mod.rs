@@ -21,7 +21,8 @@
 //! Layers, each using only those before it: [`error`] (the JSON error shape) → [`stops`] (stop
 //! strings, `n_indent`) → [`infill`] (the FIM prompt) → [`metrics`] → [`slots`] (sessions on their
 //! threads, the queue, cancellation) → [`api`] (request fields → jobs, response bodies) →
-//! [`routes`] (axum) → this file (options, binding, loading, shutdown).
+//! [`response_fields`] (llama.cpp's selection of answer fields) → [`routes`] (axum) → this file
+//! (options, binding, loading, shutdown).
 //!
 //! Safe by default: it binds loopback; another address needs `--api-key`, which every endpoint
 //! but `/health` and the static page `/` then requires as `Authorization: Bearer KEY`; bodies
@@ -32,6 +33,7 @@ mod api;
 mod error;
 mod infill;
 mod metrics;
+mod response_fields;
 mod routes;
 mod slots;
 mod stops;

@@ -26,6 +26,7 @@ use super::api::{self, Limits};
 use super::error::{from_rejection, ApiError};
 use super::infill::{EditorBudgets, InfillLayout};
 use super::metrics::Metrics;
+use super::response_fields::select_response_fields;
 use super::slots::{JobHandle, Outcome, SlotEvent, SlotPool};
 use super::stops::StopType;
 use crate::lsp::cache::{CompletionCache, Hit};
@@ -323,15 +324,16 @@ async fn outcome(mut handle: JobHandle) -> Result<Outcome, ApiError> {
 /// `POST /completion`.
 async fn completion(
     State(state): State<Shared>,
-    ApiJson(request): ApiJson<api::CompletionRequest>,
+    ApiJson(mut request): ApiJson<api::CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let ready = state.ready()?;
     let model = Arc::clone(&ready.model);
     let limits = AppState::limits(ready);
     let stream = request.fields.stream;
+    let fields = std::mem::take(&mut request.fields.response_fields);
     let job = on_blocking_pool(move || api::completion_job(&model, &request, limits)).await?;
     let handle = ready.pool.submit(job)?;
-    llama_response(&state, handle, stream).await
+    llama_response(&state, handle, stream, &fields).await
 }
 
 /// `POST /infill`. A deterministic request (greedy, whole answer at once, no probabilities) is
@@ -340,12 +342,14 @@ async fn completion(
 /// a request per keystroke), is answered at once with what is left, with no model call.
 async fn infill(
     State(state): State<Shared>,
-    ApiJson(request): ApiJson<api::InfillRequest>,
+    ApiJson(mut request): ApiJson<api::InfillRequest>,
 ) -> Result<Response, ApiError> {
     let ready = state.ready()?;
     let model = Arc::clone(&ready.model);
     let limits = AppState::limits(ready);
     let stream = request.fields.stream;
+    // Taken out before the cache key is made: which fields are sent does not change the answer.
+    let fields = std::mem::take(&mut request.fields.response_fields);
     let cache = ready
         .infill_cache
         .as_ref()
@@ -355,22 +359,19 @@ async fn infill(
         let hit = lock_cache(cache).lookup(&key.before, &key.after);
         if let Some(hit) = hit {
             state.metrics.record_infill_cache_hit();
-            return Ok(Json(cached_infill_json(&hit, &state.model_alias)).into_response());
+            let answer = cached_infill_json(&hit, &state.model_alias);
+            return Ok(Json(select_response_fields(answer, &fields)).into_response());
         }
     }
     let job = on_blocking_pool(move || api::infill_job(&model, &request, limits)).await?;
     let handle = ready.pool.submit(job)?;
     let Some((cache, key)) = cache else {
-        return llama_response(&state, handle, stream).await;
+        return llama_response(&state, handle, stream, &fields).await;
     };
     let outcome = outcome(handle).await?;
     lock_cache(cache).insert(&key.before, &key.after, &outcome.content);
-    Ok(Json(api::final_json(
-        &outcome,
-        &state.model_alias,
-        &outcome.content,
-    ))
-    .into_response())
+    let answer = api::final_json(&outcome, &state.model_alias, &outcome.content);
+    Ok(Json(select_response_fields(answer, &fields)).into_response())
 }
 
 /// Whether an `/infill` answer may come from (and go to) the suggestion cache: it is what the
@@ -447,18 +448,20 @@ fn cached_infill_json(hit: &Hit, model_alias: &str) -> Value {
     answer
 }
 
-/// llama.cpp's answer: one JSON object, or a stream of `data: {...}` events whose last one has
-/// `"stop": true` and the figures.
+/// llama.cpp's answer: one JSON object (only `response_fields` when some are named), or a stream
+/// of `data: {...}` events whose last one has `"stop": true` and the figures.
 async fn llama_response(
     state: &Shared,
     handle: JobHandle,
     stream: bool,
+    response_fields: &[String],
 ) -> Result<Response, ApiError> {
     let alias = state.model_alias.clone();
     let tokenizer_model = Arc::clone(&state.ready()?.model);
     if !stream {
         let outcome = outcome(handle).await?;
-        return Ok(Json(api::final_json(&outcome, &alias, &outcome.content)).into_response());
+        let answer = api::final_json(&outcome, &alias, &outcome.content);
+        return Ok(Json(select_response_fields(answer, response_fields)).into_response());
     }
     let events = stream::unfold(Some(handle), move |handle| {
         let alias = alias.clone();
