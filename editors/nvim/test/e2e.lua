@@ -29,30 +29,9 @@ end
 -- Hard deadline for the whole test.
 vim.defer_fn(function() finish(false, 'timed out after ' .. TIMEOUT_MS .. ' ms') end, TIMEOUT_MS)
 
--- Coroutine helpers: yield to the event loop so typeahead, timers and LSP messages are processed.
-local co
-local function sleep(ms)
-  vim.defer_fn(function() assert(coroutine.resume(co)) end, ms)
-  coroutine.yield()
-end
-local function wait_until(what, cond, ms)
-  local waited = 0
-  while not cond() do
-    if waited >= ms then error('waited ' .. ms .. ' ms for ' .. what) end
-    sleep(50)
-    waited = waited + 50
-  end
-end
-local function feed(keys)
-  -- 'm': remap (so our insert-mode mappings apply); 't': as if typed.
-  api.nvim_feedkeys(api.nvim_replace_termcodes(keys, true, false, true), 'mt', false)
-end
-local function type_text(s)
-  for ch in s:gmatch('.') do
-    feed(ch)
-    sleep(15)
-  end
-end
+local driver = dofile(vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':h') .. '/driver.lua')
+local sleep, wait_until, feed = driver.sleep, driver.wait_until, driver.feed
+local function type_text(s) driver.type_text(s, 15) end
 local function buffer_text() return table.concat(api.nvim_buf_get_lines(0, 0, -1, false), '\n') end
 local function cursor_offset()
   local c = api.nvim_win_get_cursor(0)
@@ -144,8 +123,4 @@ local function main()
   finish(true, ('inserted %q'):format(suggestion))
 end
 
-co = coroutine.create(function()
-  local ok, err = xpcall(main, debug.traceback)
-  if not ok then finish(false, err) end
-end)
-assert(coroutine.resume(co))
+driver.run(main, finish)
