@@ -14,7 +14,9 @@ use lmrs::CancelFlag;
 use ropey::Rope;
 use tower_lsp_server::gen_lsp_types::*;
 use tower_lsp_server::jsonrpc::Result as RpcResult;
-use tower_lsp_server::{Client, LanguageServer, LspService, Server};
+use tower_lsp_server::{
+    Client, LanguageServer, LspService, NotCancellable, OngoingProgress, Server, Unbounded,
+};
 use tracing::{debug, info, warn};
 
 use super::cache::{CompletionCache, Hit, AFTER_WINDOW, BEFORE_WINDOW};
@@ -176,21 +178,14 @@ impl Backend {
         };
         let loaded = shared.worker.load(params);
         tokio::spawn(async move {
-            let progress = if *lock(&shared.progress_supported) {
-                let token = ProgressToken::String(format!("lmrs/load/{seq}"));
-                match client.create_work_done_progress(token.clone()).await {
-                    Ok(()) => Some(
-                        client
-                            .progress(token, "lmrs: loading model")
-                            .with_message(path.display().to_string())
-                            .begin()
-                            .await,
-                    ),
-                    Err(_) => None,
-                }
-            } else {
-                None
-            };
+            let progress = begin_load_progress(
+                &client,
+                &shared,
+                seq,
+                "lmrs: loading model",
+                Some(path.display().to_string()),
+            )
+            .await;
             let result = loaded.await;
             if shared.load_seq.load(Ordering::SeqCst) != seq {
                 return; // a newer load superseded this one
@@ -218,17 +213,7 @@ impl Backend {
                     "lmrs: the model worker stopped".into(),
                 ),
             };
-            if let Some(p) = progress {
-                p.finish_with_message(message.clone()).await;
-            }
-            match &state {
-                ModelState::Ready(_) => info!("{message}"),
-                _ => {
-                    warn!("{message}");
-                    client.show_message(MessageType::Error, message).await;
-                }
-            }
-            *lock(&shared.model) = state;
+            settle_load(&client, &shared, progress, state, message).await;
         });
     }
 
@@ -239,20 +224,14 @@ impl Backend {
         let connected = shared.worker.connect(remote);
         tokio::spawn(async move {
             // The same progress as a model load, so that editors show the same states.
-            let progress = if *lock(&shared.progress_supported) {
-                let token = ProgressToken::String(format!("lmrs/load/{seq}"));
-                match client.create_work_done_progress(token.clone()).await {
-                    Ok(()) => Some(
-                        client
-                            .progress(token, "lmrs: connecting to the remote engine")
-                            .begin()
-                            .await,
-                    ),
-                    Err(_) => None,
-                }
-            } else {
-                None
-            };
+            let progress = begin_load_progress(
+                &client,
+                &shared,
+                seq,
+                "lmrs: connecting to the remote engine",
+                None,
+            )
+            .await;
             let result = connected.await;
             if shared.load_seq.load(Ordering::SeqCst) != seq {
                 return; // a newer load superseded this one
@@ -275,17 +254,7 @@ impl Backend {
                     "lmrs: the model worker stopped".into(),
                 ),
             };
-            if let Some(p) = progress {
-                p.finish_with_message(message.clone()).await;
-            }
-            match &state {
-                ModelState::Ready(_) => info!("{message}"),
-                _ => {
-                    warn!("{message}");
-                    client.show_message(MessageType::Error, message).await;
-                }
-            }
-            *lock(&shared.model) = state;
+            settle_load(&client, &shared, progress, state, message).await;
         });
     }
 
@@ -1115,3 +1084,46 @@ fn nearby_file_texts(
 
 /// Files near the current one, besides the open documents, searched for similar code.
 const MAX_NEARBY_FILES: usize = 4;
+
+/// The `$/progress` of a model load or a remote connection (token `lmrs/load/SEQ`), begun when
+/// the client supports progress and accepts the token.
+async fn begin_load_progress(
+    client: &Client,
+    shared: &Shared,
+    seq: u64,
+    title: &str,
+    message: Option<String>,
+) -> Option<OngoingProgress<Unbounded, NotCancellable>> {
+    if !*lock(&shared.progress_supported) {
+        return None;
+    }
+    let token = ProgressToken::String(format!("lmrs/load/{seq}"));
+    client.create_work_done_progress(token.clone()).await.ok()?;
+    let progress = client.progress(token, title.to_owned());
+    Some(match message {
+        Some(message) => progress.with_message(message).begin().await,
+        None => progress.begin().await,
+    })
+}
+
+/// Ends a model load or remote connection: finishes its progress with `message`, logs it (and
+/// shows a failure to the user), and records the model's new state.
+async fn settle_load(
+    client: &Client,
+    shared: &Shared,
+    progress: Option<OngoingProgress<Unbounded, NotCancellable>>,
+    state: ModelState,
+    message: String,
+) {
+    if let Some(p) = progress {
+        p.finish_with_message(message.clone()).await;
+    }
+    match &state {
+        ModelState::Ready(_) => info!("{message}"),
+        _ => {
+            warn!("{message}");
+            client.show_message(MessageType::Error, message).await;
+        }
+    }
+    *lock(&shared.model) = state;
+}
