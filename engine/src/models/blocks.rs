@@ -378,13 +378,34 @@ pub(super) fn post_norm_residual<'a>(
     ctx.add(normalized, residual)
 }
 
-/// Self-attention of the batch over the KV cache of layer `layer`.
-///
-/// `q` is `[head_dim, n_head, n_tokens]`, `k` `[head_dim, n_head_kv, n_tokens]` (both already
-/// rotated), `v` `[n_head_kv*head_dim, n_tokens]`. Writes the batch's keys and values into the cache
-/// rows `batch.cache_rows` (the transposed values: columns `n_past..n_past+n_tokens`), then attends
-/// over rows `0..n_kv` with scores `q k^T * kq_scale`, `mask` (`[n_kv, n_tokens]`, one of the batch's
-/// masks) hiding rows a token may not see. Returns `[n_head*head_dim, n_tokens]`.
+/// How attention scores are made from `q k^T`: scaled by `kq_scale`, optionally soft-capped
+/// (Gemma 2: `cap * tanh(scores / cap)` before the scale, as llama.cpp does), and optionally
+/// biased per head by ALiBi slopes (BLOOM, MPT, Refact: head `h` adds `slope_h * mask`, the
+/// slopes GGML's geometric sequence from `max_bias`; the mask then holds minus the distances,
+/// [`Architecture::uses_alibi`](super::Architecture::uses_alibi)).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Scores {
+    /// Factor of `q k^T`.
+    pub(super) kq_scale: f32,
+    /// ALiBi's maximum bias (0: no bias).
+    pub(super) max_bias: f32,
+    /// Soft cap of the scores (None: not capped).
+    pub(super) softcap: Option<f32>,
+}
+
+impl Scores {
+    /// `q k^T * kq_scale`, no bias, no cap.
+    pub(super) fn scaled(kq_scale: f32) -> Self {
+        Self {
+            kq_scale,
+            max_bias: 0.0,
+            softcap: None,
+        }
+    }
+}
+
+/// Self-attention of the batch over the KV cache of layer `layer`, with plain scaled scores
+/// ([`attention_with`] and [`Scores::scaled`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention<'a>(
     ctx: &'a Context,
@@ -399,16 +420,30 @@ pub(super) fn attention<'a>(
     v: Tensor<'a>,
     kq_scale: f32,
 ) -> Tensor<'a> {
-    attention_general(
-        ctx, graph, hp, cache, layer, batch, mask, q, k, v, kq_scale, 0.0, None,
+    attention_with(
+        ctx,
+        graph,
+        hp,
+        cache,
+        layer,
+        batch,
+        mask,
+        q,
+        k,
+        v,
+        Scores::scaled(kq_scale),
     )
 }
 
-/// [`attention`] with ALiBi: the scores of head `h` get `slope_h * mask`, the slopes GGML's
-/// geometric sequence from `max_bias` (0: no bias, plain [`attention`]); the mask holds minus the
-/// distances ([`Architecture::uses_alibi`](super::Architecture::uses_alibi)).
+/// Self-attention of the batch over the KV cache of layer `layer`.
+///
+/// `q` is `[head_dim, n_head, n_tokens]`, `k` `[head_dim, n_head_kv, n_tokens]` (both already
+/// rotated), `v` `[n_head_kv*head_dim, n_tokens]`. Writes the batch's keys and values into the cache
+/// rows `batch.cache_rows` (the transposed values: columns `n_past..n_past+n_tokens`), then attends
+/// over rows `0..n_kv` with `scores` (see [`Scores`]), `mask` (`[n_kv, n_tokens]`, one of the
+/// batch's masks) hiding rows a token may not see. Returns `[n_head*head_dim, n_tokens]`.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn attention_biased<'a>(
+pub(super) fn attention_with<'a>(
     ctx: &'a Context,
     graph: &mut Graph<'a>,
     hp: &Hyperparameters,
@@ -419,55 +454,13 @@ pub(super) fn attention_biased<'a>(
     q: Tensor<'a>,
     k: Tensor<'a>,
     v: Tensor<'a>,
-    kq_scale: f32,
-    max_bias: f32,
+    scores: Scores,
 ) -> Tensor<'a> {
-    attention_general(
-        ctx, graph, hp, cache, layer, batch, mask, q, k, v, kq_scale, max_bias, None,
-    )
-}
-
-/// [`attention`] with the scores soft-capped before the mask and softmax when `softcap` is set
-/// (Gemma 2): `cap * tanh(q k^T / cap)`, then scaled by `kq_scale` (as llama.cpp does; Gemma 2 scales
-/// its queries instead and passes 1).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn attention_softcapped<'a>(
-    ctx: &'a Context,
-    graph: &mut Graph<'a>,
-    hp: &Hyperparameters,
-    cache: &KvTensors<'a>,
-    layer: usize,
-    batch: &BatchInputs<'a>,
-    mask: Tensor<'a>,
-    q: Tensor<'a>,
-    k: Tensor<'a>,
-    v: Tensor<'a>,
-    kq_scale: f32,
-    softcap: Option<f32>,
-) -> Tensor<'a> {
-    attention_general(
-        ctx, graph, hp, cache, layer, batch, mask, q, k, v, kq_scale, 0.0, softcap,
-    )
-}
-
-/// [`attention`] with ALiBi slopes from `max_bias` (0: none) and the scores soft-capped at
-/// `softcap` (None: not capped); the other attention functions are this one.
-#[allow(clippy::too_many_arguments)]
-fn attention_general<'a>(
-    ctx: &'a Context,
-    graph: &mut Graph<'a>,
-    hp: &Hyperparameters,
-    cache: &KvTensors<'a>,
-    layer: usize,
-    batch: &BatchInputs<'a>,
-    mask: Tensor<'a>,
-    q: Tensor<'a>,
-    k: Tensor<'a>,
-    v: Tensor<'a>,
-    kq_scale: f32,
-    max_bias: f32,
-    softcap: Option<f32>,
-) -> Tensor<'a> {
+    let Scores {
+        kq_scale,
+        max_bias,
+        softcap,
+    } = scores;
     let (n_tokens, n_past, n_kv) = (batch.n_tokens as i64, batch.n_past, batch.n_kv as i64);
     let (head_dim, n_head_kv, n_embd_kv) = (
         hp.head_dim as i64,

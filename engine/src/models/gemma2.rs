@@ -14,7 +14,7 @@ use crate::error::LoadError;
 use crate::hparams::{invalid, read_f32_or, Hyperparameters};
 use crate::kv_cache::KvTensors;
 use crate::models::architecture::{Architecture, BatchInputs, PositionShift};
-use crate::models::blocks::{self, DecoderConfig, DecoderWeights};
+use crate::models::blocks::{self, DecoderConfig, DecoderWeights, Scores};
 use crate::models::gemma3::read_sliding_window;
 use crate::weights::{WeightBinder, WeightId, WeightTensors, WeightUse};
 
@@ -184,7 +184,7 @@ impl Architecture for Gemma2 {
             let q = ctx.scale(q, self.query_scale);
 
             // Cache update and attention with soft-capped scores.
-            let attended = blocks::attention_softcapped(
+            let attended = blocks::attention_with(
                 ctx,
                 graph,
                 hp,
@@ -195,8 +195,11 @@ impl Architecture for Gemma2 {
                 q,
                 k,
                 v,
-                1.0,
-                Some(self.attn_softcap),
+                Scores {
+                    kq_scale: 1.0,
+                    max_bias: 0.0,
+                    softcap: Some(self.attn_softcap),
+                },
             ); // [n_head*head_dim, n_tokens]
 
             // Output projection.

@@ -13,7 +13,7 @@ use crate::error::LoadError;
 use crate::hparams::Hyperparameters;
 use crate::kv_cache::KvTensors;
 use crate::models::architecture::{Architecture, BatchInputs, PositionShift};
-use crate::models::blocks::{self, LayerNormWeights, Need, QkvWeights};
+use crate::models::blocks::{self, LayerNormWeights, Need, QkvWeights, Scores};
 use crate::weights::{WeightBinder, WeightId, WeightTensors, WeightUse};
 
 /// Reads `gpt2.*` hyperparameters and binds the weights.
@@ -403,7 +403,7 @@ impl LayerNormDecoder {
             };
 
             // Cache update and causal attention, ALiBi-biased for BLOOM and MPT.
-            let attended = blocks::attention_biased(
+            let attended = blocks::attention_with(
                 ctx,
                 graph,
                 hp,
@@ -414,8 +414,10 @@ impl LayerNormDecoder {
                 q,
                 k,
                 v,
-                kq_scale,
-                cfg.alibi_max_bias.unwrap_or(0.0),
+                Scores {
+                    max_bias: cfg.alibi_max_bias.unwrap_or(0.0),
+                    ..Scores::scaled(kq_scale)
+                },
             ); // [n_head*head_dim, n_tokens]
 
             // Output projection.

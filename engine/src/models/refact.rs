@@ -8,7 +8,7 @@ use crate::error::LoadError;
 use crate::hparams::Hyperparameters;
 use crate::kv_cache::KvTensors;
 use crate::models::architecture::{Architecture, BatchInputs, PositionShift};
-use crate::models::blocks::{self, DecoderConfig, DecoderWeights, ALIBI_MAX_BIAS};
+use crate::models::blocks::{self, DecoderConfig, DecoderWeights, Scores, ALIBI_MAX_BIAS};
 use crate::weights::{WeightBinder, WeightTensors};
 
 /// A loaded Refact decoder.
@@ -86,7 +86,7 @@ impl Refact {
             let k = ctx.reshape_3d(k, head_dim, n_head_kv, n_tokens);
 
             // Cache update and causal attention biased by ALiBi.
-            let attended = blocks::attention_biased(
+            let attended = blocks::attention_with(
                 ctx,
                 graph,
                 hp,
@@ -97,8 +97,10 @@ impl Refact {
                 q,
                 k,
                 v,
-                kq_scale,
-                ALIBI_MAX_BIAS,
+                Scores {
+                    max_bias: ALIBI_MAX_BIAS,
+                    ..Scores::scaled(kq_scale)
+                },
             ); // [n_head*head_dim, n_tokens]
 
             // Output projection (no bias) and residual connection.
