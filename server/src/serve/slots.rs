@@ -547,7 +547,7 @@ fn run_editor_job(
         heal: &editor.heal,
         rules: StopRules::new(editor.stop.clone(), &editor.heal),
     };
-    let done = match first.run(session, job, editor, &sampling, cancel, events) {
+    let mut done = match first.run(session, job, editor, &sampling, cancel, events) {
         Err(JobFailure::PromptCut) => return Ok(prompt_cut_outcome(slot, session, job)),
         result => result?,
     };
@@ -556,7 +556,7 @@ fn run_editor_job(
     let mut predicted_ms = done.stats.generation_millis;
     let mut tokens: Vec<TokenId> = done.generated.iter().map(|g| g.id).collect();
     let repeated_first_line = done.rules.repeated_first_line();
-    let generated = done.generated.clone();
+    let generated = std::mem::take(&mut done.generated);
     let (mut text, mut budget_cut, mut text_stop, probs) = done.into_text();
     if text.is_empty() && repeated_first_line && text_stop.is_none() {
         match branch_step(&job.prompt, &generated, editor, job.max_tokens) {
